@@ -1,0 +1,65 @@
+"""nnterp: one standardized NNsight interface over HuggingFace transformer language models.
+
+Every architecture is seen through the same tree (``embed_tokens``, ``layers[i].self_attn``,
+``layers[i].mlp``, ``ln_final``, ``lm_head``) and the same accessors (``layers_output[i]``,
+``attention_probabilities[i]``, ``logits``, ...), while the original HuggingFace forward runs
+unchanged.
+
+Example:
+    >>> from nnterp import StandardizedTransformer
+    >>> model = StandardizedTransformer("gpt2")
+    >>> with model.trace("Hello world"):
+    ...     hidden = model.layers_output[5].save()
+"""
+
+from __future__ import annotations
+
+import pkgutil as _pkgutil
+from typing import TYPE_CHECKING, Any
+
+# The four nnterp distributions install into one `nnterp` directory from wheels, but into
+# separate source trees when installed editable; extending the path lets either layout work.
+__path__ = _pkgutil.extend_path(__path__, __name__)
+
+from nnterp._sibling_hints import install as _install_sibling_hints  # noqa: E402
+
+_install_sibling_hints()
+
+__version__ = "2.0.0"
+
+_LAZY = {
+    "StandardizedTransformer": "nnterp.standardized_transformer",
+    "ArchitectureSpec": "nnterp.spec",
+    "NnterpError": "nnterp.errors",
+    "RenamingError": "nnterp.errors",
+    "InvalidInputError": "nnterp.errors",
+    "UnavailableComponentError": "nnterp.errors",
+    "PluginError": "nnterp.errors",
+    "load_default_model": "nnterp.default_model",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+if TYPE_CHECKING:
+    from nnterp.default_model import load_default_model
+    from nnterp.errors import (
+        InvalidInputError,
+        NnterpError,
+        PluginError,
+        RenamingError,
+        UnavailableComponentError,
+    )
+    from nnterp.spec import ArchitectureSpec
+    from nnterp.standardized_transformer import StandardizedTransformer
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy so that `import nnterp` stays cheap: torch and nnsight load on first real use.
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'nnterp' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,5 @@
+"""``python -m nnterp``: the nnterp command line."""
+
+from nnterp.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,152 @@
+"""Indexable views over per-layer activations, used inside ``model.trace(...)``.
+
+``model.layers_output[3]`` reads the hidden state a layer returns, and
+``model.layers_output[3] = h`` replaces it, whether the HF module returns a tensor or a tuple
+whose first element is the hidden state: the tuple is rebuilt around the new tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+
+from nnterp.errors import LayerIndexError
+
+if TYPE_CHECKING:
+    from nnterp.standardized_transformer import StandardizedTransformer
+
+
+def first_tensor(value: Any) -> Any:
+    """The hidden-state tensor of a module output: the value itself, or its first element."""
+    if isinstance(value, (tuple, list)):
+        return value[0]
+    return value
+
+
+def replace_first(original: Any, value: torch.Tensor) -> Any:
+    """``original`` with its hidden state replaced by ``value`` (same container type)."""
+    if isinstance(original, tuple):
+        return (value, *original[1:])
+    if isinstance(original, list):
+        return [value, *original[1:]]
+    return value
+
+
+def normalize_layer(model: StandardizedTransformer, layer: int) -> int:
+    """``layer`` as a non-negative index, Python-style negative indices allowed.
+
+    Raises:
+        LayerIndexError: out of ``range(-num_layers, num_layers)``.
+    """
+    num_layers = model.num_layers
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        try:
+            layer = int(layer)
+        except (TypeError, ValueError):
+            raise LayerIndexError(f"layer index must be an int, got {layer!r}") from None
+    if not -num_layers <= layer < num_layers:
+        raise LayerIndexError(
+            f"layer {layer} is out of range for a model with {num_layers} layers: use "
+            f"0..{num_layers - 1} (or -{num_layers}..-1 from the end)."
+        )
+    return layer % num_layers
+
+
+class LayerAccessor:
+    """``accessor[i]`` reads, ``accessor[i] = value`` writes one activation of layer ``i``.
+
+    Args:
+        model: The `StandardizedTransformer`.
+        module_of: ``module_of(i)`` gives the envoy whose input or output is accessed.
+        io: ``"input"`` (the module's first argument) or ``"output"``.
+        description: What the values are, for ``repr`` and errors.
+
+    Example:
+        >>> with model.trace("Hello"):
+        ...     h = model.layers_output[2].save()          # (batch, seq, hidden)
+        ...     model.layers_output[2] = h * 0             # ablate
+    """
+
+    def __init__(
+        self,
+        model: StandardizedTransformer,
+        module_of: Callable[[int], Any],
+        io: str,
+        description: str,
+    ) -> None:
+        self._model = model
+        self._module_of = module_of
+        self._io = io
+        self.description = description
+
+    def module(self, layer: int) -> Any:
+        """The envoy read or written for ``layer``."""
+        return self._module_of(normalize_layer(self._model, layer))
+
+    def __getitem__(self, layer: int) -> torch.Tensor:
+        envoy = self.module(layer)
+        if self._io == "input":
+            return envoy.input
+        return first_tensor(envoy.output)
+
+    def __setitem__(self, layer: int, value: torch.Tensor) -> None:
+        envoy = self.module(layer)
+        if self._io == "input":
+            envoy.input = value
+        else:
+            envoy.output = replace_first(envoy.output, value)
+
+    def __len__(self) -> int:
+        return self._model.num_layers
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for layer in range(len(self)):
+            yield self[layer]
+
+    def __repr__(self) -> str:
+        return f"<{self.description} of {self._model.num_layers} layers>"
+
+
+class AttentionProbabilitiesAccessor:
+    """``model.attention_probabilities[i]``: layer ``i``'s attention probabilities.
+
+    Shape ``(batch, heads, query_positions, key_positions)``; each row sums to 1. Assigning
+    replaces them for the rest of the forward (the values are multiplied with them).
+    """
+
+    def __init__(self, model: StandardizedTransformer) -> None:
+        self._model = model
+
+    def _operation(self, layer: int) -> Any:
+        from nnterp.attention import locate_probabilities
+
+        model = self._model
+        model._require_attention_probabilities()
+        layer = normalize_layer(model, layer)
+        return locate_probabilities(model.attentions[layer], model.spec.attention_probabilities, layer)
+
+    def __getitem__(self, layer: int) -> torch.Tensor:
+        return self._operation(layer).output
+
+    def __setitem__(self, layer: int, value: torch.Tensor) -> None:
+        self._operation(layer).output = value
+
+    def __len__(self) -> int:
+        return self._model.num_layers
+
+    def print_source(self, layer: int = 0) -> None:
+        """Print the attention forward of ``layer`` and the operation chain that is hooked."""
+        model = self._model
+        attention = model.attentions[normalize_layer(model, layer)]
+        print(attention.source)
+        chain = model.spec.attention_probabilities
+        print(
+            "attention_probabilities = output of the call chain "
+            + " -> ".join(f"{name}(...)" for name in (chain or ()))
+            + " (each found by name inside the previous call's source)"
+        )
+
+    def __repr__(self) -> str:
+        return f"<attention probabilities of {self._model.num_layers} layers>"

@@ -1,0 +1,124 @@
+"""Architecture specs: where each part of the standard tree lives in a HuggingFace model.
+
+An architecture is data. A spec names the HF classes it covers and the module paths of the
+standard parts; nnterp turns it into NNsight ``rename`` aliases, so every model exposes the
+same tree::
+
+    embed_tokens, layers[i].self_attn, layers[i].mlp, ln_final, lm_head
+
+Example:
+    >>> GPT2 = ArchitectureSpec(
+    ...     name="gpt2",
+    ...     model_classes=("GPT2LMHeadModel",),
+    ...     layers="transformer.h",
+    ...     self_attn="attn",
+    ...     ln_final="transformer.ln_f",
+    ...     embed_tokens="transformer.wte",
+    ... )
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+#: A module path (dotted, from the model root; for ``self_attn``/``mlp`` from a layer), or
+#: several alternatives tried in order, or ``None`` when the architecture has no such part.
+PathSpec = Union[str, tuple[str, ...], None]
+
+#: How attention probabilities are found in a standard ``self_attn`` module's forward: a
+#: chain of operation names, each drilled into with NNsight's ``.source``. The default works
+#: for the transformers 5 attention-interface pattern: the ``attention_interface(...)`` call,
+#: then, inside the eager implementation, the dropout applied to the softmax output (its
+#: output is what multiplies the values). Names are callables as written in the code
+#: (``nn.functional.dropout``); the first call of that name is used, never a numbered label.
+DEFAULT_ATTENTION_PROBABILITIES: tuple[str, ...] = ("attention_interface", "nn.functional.dropout")
+
+#: Standard part names, in forward order.
+STANDARD_PARTS = ("embed_tokens", "layers", "self_attn", "mlp", "ln_final", "lm_head")
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """Where the standard parts live in one family of HuggingFace causal LMs.
+
+    Attributes:
+        name: Short name of the family (``"llama"``), shown by ``nnterp plugins``.
+        model_classes: Names of the HF classes covered (matched against the model's MRO, so a
+            subclass is covered too).
+        layers: Path of the list of decoder blocks from the model root.
+        self_attn: Path of the attention module inside one block; ``None`` if absent
+            (state-space models).
+        mlp: Path of the MLP (or MoE) module inside one block; ``None`` if absent.
+        ln_final: Path of the final norm; ``None`` if the model has none.
+        lm_head: Path of the unembedding.
+        embed_tokens: Path of the token embedding.
+        attention_probabilities: Operation chain locating attention probabilities (see
+            `DEFAULT_ATTENTION_PROBABILITIES`); ``None`` if the attention computes none.
+        num_heads_keys, hidden_size_keys, vocab_size_keys, num_layers_keys: config attribute
+            names tried in order.
+        logits_postprocess: What the model does to ``lm_head``'s output before returning
+            logits, as ``(operation, config_key)`` pairs applied in order; operations are
+            ``"softcap"`` (``tanh(x / c) * c``), ``"multiply"`` and ``"divide"``. Used by
+            ``project_on_vocab`` so a lens of the last layer equals the model's logits.
+        tiny_config: Config overrides that make a tiny random model of this family valid
+            (used by `nnterp.testing`).
+    """
+
+    name: str
+    model_classes: tuple[str, ...]
+    layers: PathSpec = "model.layers"
+    self_attn: PathSpec = "self_attn"
+    mlp: PathSpec = "mlp"
+    ln_final: PathSpec = "model.norm"
+    lm_head: PathSpec = "lm_head"
+    embed_tokens: PathSpec = "model.embed_tokens"
+    attention_probabilities: tuple[str, ...] | None = DEFAULT_ATTENTION_PROBABILITIES
+    num_heads_keys: tuple[str, ...] = ("num_attention_heads", "n_head", "num_heads", "n_heads")
+    hidden_size_keys: tuple[str, ...] = ("hidden_size", "n_embd", "d_model", "dim")
+    vocab_size_keys: tuple[str, ...] = ("vocab_size",)
+    num_layers_keys: tuple[str, ...] = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+    logits_postprocess: tuple[tuple[str, str], ...] = ()
+    tiny_config: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model_classes, str):
+            object.__setattr__(self, "model_classes", (self.model_classes,))
+        for operation, _ in self.logits_postprocess:
+            if operation not in LOGIT_OPERATIONS:
+                raise ValueError(
+                    f"spec {self.name!r}: unknown logits_postprocess operation {operation!r}; "
+                    f"use one of {sorted(LOGIT_OPERATIONS)}"
+                )
+
+    def with_classes(self, *model_classes: str, **changes: Any) -> ArchitectureSpec:
+        """A copy of this spec for other classes, e.g. a family that names things alike.
+
+        Example:
+            >>> MISTRAL = LLAMA.with_classes("MistralForCausalLM", name="mistral")
+        """
+        return dataclasses.replace(self, model_classes=tuple(model_classes), **changes)
+
+    def path(self, part: str) -> tuple[str, ...]:
+        """The candidate paths of a standard part, in the order they are tried."""
+        value = getattr(self, part)
+        if value is None:
+            return ()
+        return (value,) if isinstance(value, str) else tuple(value)
+
+
+LOGIT_OPERATIONS = ("softcap", "multiply", "divide")
+
+
+def config_value(config: Any, keys: tuple[str, ...]) -> Any:
+    """The first of ``keys`` that ``config`` (or its ``text_config``) sets to a non-None value."""
+    for holder in (config, getattr(config, "text_config", None)):
+        if holder is None:
+            continue
+        for key in keys:
+            value = getattr(holder, key, None)
+            if value is not None:
+                return value
+    return None

@@ -1,0 +1,406 @@
+"""`StandardizedTransformer`: any HF causal LM, seen through one standard tree of modules."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Iterable, Sequence
+
+import torch
+from nnsight.modeling.transformers import TransformersModel
+
+from nnterp import inputs as input_checks
+from nnterp.accessors import (
+    AttentionProbabilitiesAccessor,
+    LayerAccessor,
+    first_tensor,
+    normalize_layer,
+    replace_first,
+)
+from nnterp.errors import InvalidInputError, RenamingError, UnavailableComponentError
+from nnterp.loading import load_model_and_tokenizer, prepare_tokenizer
+from nnterp.renaming import apply_user_rename, rename_mapping, resolve_paths, unresolved_message
+from nnterp.spec import ArchitectureSpec, config_value
+
+
+class StandardizedTransformer(TransformersModel):
+    """An NNsight model whose modules carry standard names, whatever the architecture.
+
+    The standard tree::
+
+        embed_tokens, layers[i].self_attn, layers[i].mlp, ln_final, lm_head
+
+    and accessors usable inside ``model.trace(...)``, each readable and assignable:
+    ``layers_input``, ``layers_output``, ``attentions_input``, ``attentions_output``,
+    ``mlps_input``, ``mlps_output``, ``attention_probabilities`` (with
+    ``enable_attention_probs=True``), ``token_embeddings``, ``logits``, ``next_token_probs``,
+    ``input_ids``, ``attention_mask``. The original HuggingFace forward runs unchanged.
+
+    Args:
+        model: A hub id or local directory (loaded with ``AutoModelForCausalLM``), or an
+            already-loaded ``PreTrainedModel``.
+        tokenizer: The tokenizer; loaded from ``model`` when it is a name. Required with a
+            model object. Never modified: a left-padding copy with a pad token is used.
+        enable_attention_probs: Expose ``attention_probabilities`` (loads/switches the model to
+            eager attention, which materialises them).
+        check_renaming: Validate the standard tree at load (two tiny forwards).
+        allow_dispatch: Accepted for compatibility with nnterp 1.x; models are always loaded
+            eagerly here.
+        trust_remote_code: Passed to transformers as given; nnterp never enables it itself.
+        remote: Run traces on NDIF (through nnsight) by default.
+        rename: Extra NNsight aliases ``{native path: standard name}``; beats every plugin spec.
+        spec: An `ArchitectureSpec` to use instead of the plugins' one.
+        **kwargs: Passed to ``from_pretrained`` (``dtype``, ``device_map``, ``gguf_file``,
+            ``revision``, ``attn_implementation``, ...).
+
+    Example:
+        >>> model = StandardizedTransformer("gpt2")
+        >>> with model.trace("The capital of France is"):
+        ...     h5 = model.layers_output[5].save()             # (1, seq, hidden)
+        ...     probs = model.next_token_probs.save()           # (1, vocab)
+    """
+
+    def __init__(
+        self,
+        model: str | torch.nn.Module,
+        tokenizer: Any = None,
+        *,
+        enable_attention_probs: bool = False,
+        check_renaming: bool = True,
+        allow_dispatch: bool = True,
+        trust_remote_code: bool = False,
+        remote: bool = False,
+        rename: dict[Any, Any] | None = None,
+        spec: ArchitectureSpec | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(model, str):
+            attn_implementation = kwargs.pop("attn_implementation", None)
+            if enable_attention_probs:
+                attn_implementation = "eager"
+            hf_model, loaded_tokenizer = load_model_and_tokenizer(
+                model,
+                attn_implementation=attn_implementation,
+                trust_remote_code=trust_remote_code,
+                **kwargs,
+            )
+            tokenizer = tokenizer if tokenizer is not None else loaded_tokenizer
+        elif isinstance(model, torch.nn.Module):
+            hf_model = model
+            if kwargs:
+                raise InvalidInputError(
+                    f"loading options {sorted(kwargs)} only apply when the model is given by name; "
+                    "a model object is used as it is."
+                )
+            if enable_attention_probs:
+                _switch_to_eager(hf_model)
+        else:
+            raise InvalidInputError(
+                f"model must be a hub id, a local path or a transformers model, got {type(model).__name__}"
+            )
+        input_checks.require_causal(hf_model)
+        tokenizer = prepare_tokenizer(tokenizer)
+
+        resolved_spec = apply_user_rename(hf_model, spec or _spec_from_plugins(hf_model), rename)
+        if resolved_spec is None:
+            raise RenamingError(
+                unresolved_message(
+                    hf_model,
+                    "none registered",
+                    [f"an architecture spec for {type(hf_model).__name__} (no installed plugin covers it)"],
+                )
+            )
+        paths = resolve_paths(hf_model, resolved_spec)
+        aliases = {**rename_mapping(paths), **(rename or {})}
+
+        super().__init__(hf_model, tokenizer=tokenizer, rename=aliases)
+        self.spec = resolved_spec
+        self.paths = paths
+        self.remote = remote
+        self.allow_dispatch = allow_dispatch
+        self.attention_probabilities_enabled = enable_attention_probs
+        if enable_attention_probs and resolved_spec.attention_probabilities is None:
+            raise UnavailableComponentError(
+                f"{type(hf_model).__name__} ({resolved_spec.name}) computes no explicit attention "
+                "probabilities; load it with enable_attention_probs=False."
+            )
+
+        self.layers_input = LayerAccessor(self, lambda i: self.layers[i], "input", "layer inputs")
+        self.layers_output = LayerAccessor(self, lambda i: self.layers[i], "output", "layer outputs")
+        self.attentions_input = LayerAccessor(self, self._attention, "input", "attention inputs")
+        self.attentions_output = LayerAccessor(self, self._attention, "output", "attention outputs")
+        self.mlps_input = LayerAccessor(self, self._mlp, "input", "MLP inputs")
+        self.mlps_output = LayerAccessor(self, self._mlp, "output", "MLP outputs")
+        self.attention_probabilities = AttentionProbabilitiesAccessor(self)
+
+        from nnterp.validation import detect_output_structure, validate
+
+        self.output_structure = detect_output_structure(self)
+        if check_renaming:
+            validate(self)
+        from nnterp.status import warn_if_untested
+
+        warn_if_untested(self)
+
+    # -- the standard tree -----------------------------------------------------------------
+
+    def _attention(self, layer: int) -> Any:
+        if self.paths["self_attn"] is None:
+            raise UnavailableComponentError(
+                f"{self.spec.name} layers have no attention module (spec self_attn=None): "
+                "attentions_input/attentions_output/attention_probabilities are unavailable."
+            )
+        return self.layers[layer].self_attn
+
+    def _mlp(self, layer: int) -> Any:
+        if self.paths["mlp"] is None:
+            raise UnavailableComponentError(
+                f"{self.spec.name} layers have no MLP module (spec mlp=None): "
+                "mlps_input/mlps_output are unavailable."
+            )
+        return self.layers[layer].mlp
+
+    @property
+    def attentions(self) -> list[Any]:
+        """The attention module (envoy) of every layer."""
+        return [self._attention(i) for i in range(self.num_layers)]
+
+    @property
+    def mlps(self) -> list[Any]:
+        """The MLP module (envoy) of every layer."""
+        return [self._mlp(i) for i in range(self.num_layers)]
+
+    def _require_attention_probabilities(self) -> None:
+        if not self.attention_probabilities_enabled:
+            raise UnavailableComponentError(
+                "attention probabilities are off: load with "
+                "StandardizedTransformer(..., enable_attention_probs=True)."
+            )
+
+    # -- sizes ------------------------------------------------------------------------------
+
+    @property
+    def num_layers(self) -> int:
+        """Number of decoder layers."""
+        return len(self._module.get_submodule(self.paths["layers"]))
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of the residual stream."""
+        return int(config_value(self._module.config, self.spec.hidden_size_keys))
+
+    @property
+    def num_heads(self) -> int | None:
+        """Number of attention (query) heads; ``None`` for attention-free models."""
+        value = config_value(self._module.config, self.spec.num_heads_keys)
+        return None if value is None else int(value)
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of rows of the unembedding (its output size)."""
+        head = self._module.get_submodule(self.paths["lm_head"])
+        weight = getattr(head, "weight", None)
+        if weight is not None:
+            return int(weight.shape[0])
+        return int(config_value(self._module.config, self.spec.vocab_size_keys))
+
+    @property
+    def max_positions(self) -> int | None:
+        """The longest input the model accepts, when its config says."""
+        return input_checks.max_positions(self._module.config)
+
+    # -- whole-model accessors ---------------------------------------------------------------
+
+    @property
+    def token_embeddings(self) -> torch.Tensor:
+        """Output of ``embed_tokens``: (batch, seq, hidden). Assignable."""
+        return first_tensor(self.embed_tokens.output)
+
+    @token_embeddings.setter
+    def token_embeddings(self, value: torch.Tensor) -> None:
+        self.embed_tokens.output = replace_first(self.embed_tokens.output, value)
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """The model's output logits: (batch, seq, vocab). Assignable."""
+        return self.output.logits
+
+    @logits.setter
+    def logits(self, value: torch.Tensor) -> None:
+        self.output.logits = value
+
+    @property
+    def next_token_probs(self) -> torch.Tensor:
+        """Softmax of the last position's logits: (batch, vocab)."""
+        return self.logits[:, -1, :].softmax(dim=-1)
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        """The token ids the model runs on: (batch, seq), left-padded."""
+        return self._root_input("input_ids")
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        """The attention mask: (batch, seq), 0 at padding."""
+        return self._root_input("attention_mask")
+
+    def _root_input(self, key: str) -> torch.Tensor:
+        args, kwargs = self.inputs
+        if key in kwargs:
+            return kwargs[key]
+        if key == "input_ids" and args:
+            return args[0]
+        raise InvalidInputError(f"this trace's input has no {key!r}")
+
+    # -- operations -------------------------------------------------------------------------
+
+    def project_on_vocab(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Logits of a residual-stream state: ``lm_head(ln_final(h))`` plus the model's logit
+        post-processing (e.g. Gemma-2 softcapping), so the last layer gives the model's logits.
+
+        Args:
+            hidden_states: (..., hidden).
+
+        Returns:
+            (..., vocab) logits.
+
+        Example:
+            >>> with model.trace("Hello"):
+            ...     lens = model.project_on_vocab(model.layers_output[3]).save()
+        """
+        input_checks.require_hidden(hidden_states, self.hidden_size, "hidden_states")
+        normed = self.ln_final(hidden_states) if self.paths["ln_final"] is not None else hidden_states
+        logits = self.lm_head(normed)
+        return _postprocess_logits(logits, self.spec, self._module.config)
+
+    def get_topk_closest_tokens(
+        self, hidden_states: torch.Tensor, k: int = 10
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``k`` tokens a hidden state predicts most (through `project_on_vocab`).
+
+        Args:
+            hidden_states: (..., hidden).
+            k: how many tokens.
+
+        Returns:
+            ``(probabilities, token_ids)``, each (..., k), most likely first.
+        """
+        probs = self.project_on_vocab(hidden_states).softmax(dim=-1)
+        return probs.topk(k, dim=-1)
+
+    def steer(
+        self,
+        layers: int | Sequence[int],
+        steering_vector: torch.Tensor,
+        factor: float = 1.0,
+        token_positions: int | Sequence[int] | None = None,
+        batch_index: int | Sequence[int] | None = None,
+    ) -> None:
+        """Add ``factor * steering_vector`` to the output of each of ``layers`` (inside a trace).
+
+        Args:
+            layers: a layer index or several.
+            steering_vector: (hidden,) — or broadcastable to the steered slice's (..., hidden).
+                Converted to the activations' dtype and device.
+            factor: scale of the vector.
+            token_positions: positions to steer (default all); negative indices count from the end.
+            batch_index: rows of the batch to steer (default all).
+
+        Raises:
+            InvalidInputError / LayerIndexError: wrong vector size, indices out of range.
+
+        Example:
+            >>> with model.trace("The weather today is"):
+            ...     model.steer(layers=[1, 3], steering_vector=v, factor=0.5)
+            ...     logits = model.logits.save()
+        """
+        layer_list = [layers] if isinstance(layers, int) else list(layers)
+        if not layer_list:
+            raise InvalidInputError("steer() got an empty list of layers")
+        layer_list = [normalize_layer(self, layer) for layer in layer_list]
+        vector = input_checks.require_steering_vector(steering_vector, self.hidden_size)
+        for layer in sorted(set(layer_list)):
+            hidden = self.layers_output[layer]
+            rows = input_checks.index_list(batch_index, hidden.shape[0], "batch_index")
+            positions = input_checks.index_list(token_positions, hidden.shape[1], "token_positions")
+            delta = factor * vector.to(device=hidden.device, dtype=hidden.dtype)
+            steered = hidden.clone()
+            row_index = torch.arange(hidden.shape[0]) if rows is None else torch.tensor(rows)
+            position_index = torch.arange(hidden.shape[1]) if positions is None else torch.tensor(positions)
+            grid = (row_index[:, None], position_index[None, :])
+            steered[grid] = steered[grid] + delta
+            self.layers_output[layer] = steered
+
+    def skip_layer(self, layer: int, skip_with: torch.Tensor | None = None) -> None:
+        """Skip one layer: its output becomes ``skip_with`` (default: its own input).
+
+        Example:
+            >>> with model.trace("Hello"):
+            ...     model.skip_layer(2)
+            ...     logits = model.logits.save()
+        """
+        self.skip_layers(layer, layer, skip_with)
+
+    def skip_layers(self, start_layer: int, end_layer: int, skip_with: torch.Tensor | None = None) -> None:
+        """Skip layers ``start_layer`` to ``end_layer`` inclusive (inside a trace).
+
+        The residual stream entering ``start_layer`` (or ``skip_with``) leaves ``end_layer``.
+        """
+        start = normalize_layer(self, start_layer)
+        end = normalize_layer(self, end_layer)
+        if end < start:
+            raise InvalidInputError(f"skip_layers: end_layer {end_layer} comes before start_layer {start_layer}")
+        replacement = self.layers_input[start] if skip_with is None else skip_with
+        for layer in range(start, end + 1):
+            self.layers[layer].skip(self.output_structure.wrap_layer_output(replacement))
+
+    # -- tracing ----------------------------------------------------------------------------
+
+    def trace(self, *inputs: Any, **kwargs: Any):
+        """Open a trace (see NNsight); prompts are checked at nnterp's boundary first.
+
+        Raises:
+            InvalidInputError: an empty prompt list, an empty prompt, or a prompt longer than
+                the model's maximum positions.
+        """
+        if inputs:
+            input_checks.check_prompts(self, inputs[0])
+        if self.remote and "remote" not in kwargs:
+            kwargs["remote"] = True
+        return super().trace(*inputs, **kwargs)
+
+
+def _spec_from_plugins(model: torch.nn.Module) -> ArchitectureSpec | None:
+    from nnterp.plugins import get_registry
+
+    names = [klass.__name__ for klass in type(model).__mro__]
+    return get_registry().spec_for_class_names(names)
+
+
+def _switch_to_eager(model: torch.nn.Module) -> None:
+    config = getattr(model, "config", None)
+    if getattr(config, "_attn_implementation", None) == "eager":
+        return
+    try:
+        model.set_attn_implementation("eager")
+    except Exception as error:  # noqa: BLE001 - surfaced as a typed error below
+        raise InvalidInputError(
+            f"enable_attention_probs=True needs eager attention, and switching this model to it "
+            f"failed ({error!r}): load it with attn_implementation='eager'."
+        ) from error
+
+
+def _postprocess_logits(logits: torch.Tensor, spec: ArchitectureSpec, config: Any) -> torch.Tensor:
+    for operation, key in spec.logits_postprocess:
+        value = config_value(config, (key,))
+        if value is None:
+            continue
+        if operation == "softcap":
+            logits = torch.tanh(logits / value) * value
+        elif operation == "multiply":
+            logits = logits * value
+        else:
+            logits = logits / value
+    return logits
+
+
+__all__: Iterable[str] = ["StandardizedTransformer"]

@@ -1,0 +1,106 @@
+"""The status registry: which architectures passed nnterp's conformance checks, on which versions.
+
+Status files are JSON documents written by ``nnterp run_tests`` (see `nnterp.testing.sweep`)
+and shipped by plugins (``register_status_files`` hook). Loading a model whose class is
+untested, or failed a check, on the installed versions warns once.
+
+File format::
+
+    {"versions": {"transformers": "5.24.0", "nnsight": "0.8.1", "torch": "2.13.0"},
+     "models": {"llama": {"class_name": "LlamaForCausalLM", "status": "pass",
+                          "checks": {"renaming": "pass", ...}, "error": null}, ...}}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nnterp.standardized_transformer import StandardizedTransformer
+
+
+class UntestedArchitectureWarning(UserWarning):
+    """The loaded model's class was not tested, or failed a check, with these versions."""
+
+
+_warned: set[str] = set()
+
+
+def installed_versions() -> dict[str, str]:
+    """Versions of the packages whose behaviour the status depends on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("transformers", "nnsight", "torch"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "missing"
+    return found
+
+
+def write_status(path: str | Path, document: dict[str, Any]) -> None:
+    """Write a status document atomically: a crash mid-write leaves the old file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(document, stream, indent=1, sort_keys=True)
+            stream.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def read_status(path: str | Path) -> dict[str, Any]:
+    """Read a status document (an empty one if the file is missing)."""
+    path = Path(path)
+    if not path.exists():
+        return {"versions": {}, "models": {}}
+    return json.loads(path.read_text())
+
+
+@lru_cache(maxsize=1)
+def _known_classes() -> dict[str, dict[str, Any]]:
+    from nnterp.plugins import get_registry
+
+    by_class: dict[str, dict[str, Any]] = {}
+    for path in get_registry().status_files:
+        document = read_status(path)
+        versions = document.get("versions", {})
+        for model_type, entry in document.get("models", {}).items():
+            by_class[entry.get("class_name", model_type)] = {**entry, "model_type": model_type, "versions": versions}
+    return by_class
+
+
+def warn_if_untested(model: StandardizedTransformer) -> None:
+    """Warn once per class if it is untested, failing, or tested on other versions."""
+    class_name = type(model._module).__name__
+    if class_name in _warned:
+        return
+    entry = _known_classes().get(class_name)
+    message = None
+    how = "run `python -m nnterp run_tests --class-names " + class_name + "` to test it here"
+    if entry is None:
+        message = f"{class_name} is not in nnterp's status registry (untested); {how}."
+    elif entry.get("status") != "pass":
+        failed = {k: v for k, v in entry.get("checks", {}).items() if v != "pass"}
+        message = f"{class_name} failed nnterp's conformance checks ({failed}; {entry.get('error')}); {how}."
+    elif entry["versions"] and {k: entry["versions"].get(k) for k in ("transformers", "nnsight")} != {
+        k: installed_versions()[k] for k in ("transformers", "nnsight")
+    }:
+        message = (
+            f"{class_name} was tested with {entry['versions']}, not the installed "
+            f"{installed_versions()}; {how}."
+        )
+    if message:
+        _warned.add(class_name)
+        warnings.warn(message, UntestedArchitectureWarning, stacklevel=3)

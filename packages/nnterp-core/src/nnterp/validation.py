@@ -1,0 +1,171 @@
+"""Load-time checks that the standard tree is right, at the cost of two tiny forwards.
+
+1. A plain PyTorch forward with hooks on the HF modules records what the standard parts
+   return (tensor or tuple) and their values.
+2. An NNsight trace reads every accessor on the first and last layer; each must have the
+   expected shape and equal the hooked value exactly. With attention probabilities enabled,
+   they must sum to 1 over keys and an edit of them must change the logits.
+
+Any failure raises `RenamingError` naming the architecture, the check and the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from nnterp.accessors import first_tensor
+from nnterp.errors import RenamingError
+
+if TYPE_CHECKING:
+    from nnterp.standardized_transformer import StandardizedTransformer
+
+_PROBE_TEXT = "The quick brown fox jumps over the lazy dog"
+_PROBE_LENGTH = 4
+
+
+@dataclass(frozen=True)
+class OutputStructure:
+    """Whether the HF layer module returns a tuple (hidden state first) or a bare tensor."""
+
+    layer_returns_tuple: bool
+
+    def wrap_layer_output(self, hidden: Any) -> Any:
+        """``hidden`` in the form the layer returns, for ``skip``."""
+        return (hidden,) if self.layer_returns_tuple else hidden
+
+
+def probe_inputs(model: StandardizedTransformer, batch: int) -> dict[str, torch.Tensor]:
+    """A short batch of real token ids for the validation forwards."""
+    ids = model.tokenizer(_PROBE_TEXT, add_special_tokens=False)["input_ids"][:_PROBE_LENGTH]
+    vocab = model.vocab_size
+    ids = [i for i in ids if 0 <= i < vocab]
+    if len(ids) < 2:
+        ids = list(range(min(_PROBE_LENGTH, vocab)))
+    device = _device(model)
+    input_ids = torch.tensor([ids] * batch, device=device)
+    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+
+
+def _device(model: StandardizedTransformer) -> torch.device:
+    try:
+        return model._module.get_input_embeddings().weight.device
+    except (AttributeError, NotImplementedError):
+        return next(model._module.parameters()).device
+
+
+def _hooked_forward(model: StandardizedTransformer, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
+    hf = model._module
+    layers = hf.get_submodule(model.paths["layers"])
+    last = len(layers) - 1
+    watched: dict[str, torch.nn.Module] = {}
+    for index in sorted({0, last}):
+        layer = layers[index]
+        watched[f"layer{index}"] = layer
+        if model.paths["self_attn"]:
+            watched[f"attn{index}"] = layer.get_submodule(model.paths["self_attn"])
+        if model.paths["mlp"]:
+            watched[f"mlp{index}"] = layer.get_submodule(model.paths["mlp"])
+    if model.paths["embed_tokens"]:
+        watched["embed"] = hf.get_submodule(model.paths["embed_tokens"])
+    seen: dict[str, Any] = {}
+    handles = []
+
+    def recorder(name: str):
+        def hook(module, args, kwargs, output):
+            if name in seen:  # a module called twice (shared weights): keep the first call
+                return
+            first_input = args[0] if args else next(iter(kwargs.values()), None)
+            seen[name] = (first_input, output)
+
+        return hook
+
+    for name, module in watched.items():
+        handles.append(module.register_forward_hook(recorder(name), with_kwargs=True))
+    try:
+        with torch.no_grad():
+            seen["logits"] = hf(**inputs).logits
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
+
+
+def detect_output_structure(model: StandardizedTransformer) -> OutputStructure:
+    """Run one plain forward to learn whether layers return tuples."""
+    seen = _hooked_forward(model, probe_inputs(model, 1))
+    return OutputStructure(layer_returns_tuple=isinstance(seen["layer0"][1], (tuple, list)))
+
+
+def _fail(model: StandardizedTransformer, check: str) -> RenamingError:
+    return RenamingError(
+        f"nnterp validation failed for {type(model._module).__name__} (spec {model.spec.name!r}, "
+        f"paths {model.paths}): {check}. The spec probably points at the wrong module: fix it "
+        "with rename={'<native path>': '<standard name>'} or a corrected ArchitectureSpec "
+        "plugin; check_renaming=False skips this check."
+    )
+
+
+def validate(model: StandardizedTransformer) -> None:
+    """Check the standard tree and accessors of ``model``; raise `RenamingError` on failure."""
+    with_probs = model.attention_probabilities_enabled
+    inputs = probe_inputs(model, 2 if with_probs else 1)
+    expected = _hooked_forward(model, inputs)
+    batch, seq = inputs["input_ids"].shape
+    last = model.num_layers - 1
+    got: dict[str, Any] = {}
+    try:
+        with model.trace(dict(inputs)):
+            if model.paths["embed_tokens"]:
+                got["embed"] = (None, model.token_embeddings.save())
+            for index in sorted({0, last}):
+                layer_in = model.layers_input[index].save()
+                if model.paths["self_attn"]:
+                    attn_in = model.attentions_input[index].save()
+                    if with_probs and index == 0:
+                        probs = model.attention_probabilities[0]
+                        got["probs"] = (None, probs.clone().save())
+                        edited = probs.clone()
+                        edited[-1, :, 1:, 0] = 0
+                        edited[-1] = edited[-1] / edited[-1].sum(dim=-1, keepdim=True)
+                        model.attention_probabilities[0] = edited
+                    got[f"attn{index}"] = (attn_in, model.attentions_output[index].save())
+                if model.paths["mlp"]:
+                    got[f"mlp{index}"] = (model.mlps_input[index].save(), model.mlps_output[index].save())
+                got[f"layer{index}"] = (layer_in, model.layers_output[index].save())
+            got["logits"] = model.logits.save()
+    except RenamingError:
+        raise
+    except Exception as error:
+        raise _fail(model, f"reading the standard accessors raised {error!r}") from error
+
+    hidden = model.hidden_size
+    rows = slice(0, 1)  # row 0 is never edited
+    for name, (value_in, value_out) in got.items():
+        if name in ("logits", "probs"):
+            continue
+        expected_in, expected_out = expected[name]
+        expected_out = first_tensor(expected_out)
+        if name.startswith(("layer", "embed")) and tuple(value_out.shape) != (batch, seq, hidden):
+            raise _fail(model, f"{name} output has shape {tuple(value_out.shape)}, expected {(batch, seq, hidden)}")
+        if not torch.equal(value_out[rows], expected_out[rows]):
+            raise _fail(model, f"{name} output differs from a plain forward hook on the HF module")
+        if value_in is not None and isinstance(expected_in, torch.Tensor):
+            if not torch.equal(value_in[rows], expected_in[rows]):
+                raise _fail(model, f"{name} input differs from a plain forward hook on the HF module")
+    if not torch.equal(got["logits"][rows], expected["logits"][rows]):
+        raise _fail(model, "logits differ from the plain HF model's")
+    if with_probs:
+        probs = got["probs"][1]
+        heads = model.num_heads
+        if probs.dim() != 4 or tuple(probs.shape[::2]) != (batch, seq) or probs.shape[-1] < seq:
+            raise _fail(model, f"attention probabilities have shape {tuple(probs.shape)}, expected (batch, heads, {seq}, {seq})")
+        if heads is not None and probs.shape[1] != heads:
+            raise _fail(model, f"attention probabilities have {probs.shape[1]} heads, the config says {heads}")
+        sums = probs.float().sum(dim=-1)
+        if not torch.allclose(sums, torch.ones_like(sums), atol=1e-3):
+            raise _fail(model, "attention probabilities do not sum to 1 over keys")
+        if torch.equal(got["logits"][-1], got["logits"][0]):
+            raise _fail(model, "editing the attention probabilities did not change the logits")

@@ -1,0 +1,1 @@
+"""Figures (plotly) and tables (pandas) for nnterp results."""

@@ -1,0 +1,1 @@
+"""Interventions on a StandardizedTransformer: logit lens, patchscopes, steering, patching."""

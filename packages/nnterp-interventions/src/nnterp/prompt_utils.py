@@ -1,0 +1,1 @@
+"""Target-token tracking: prompts with target categories, and their probabilities."""
