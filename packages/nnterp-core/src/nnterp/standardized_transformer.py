@@ -349,7 +349,13 @@ class StandardizedTransformer(TransformersModel):
         end = normalize_layer(self, end_layer)
         if end < start:
             raise InvalidInputError(f"skip_layers: end_layer {end_layer} comes before start_layer {start_layer}")
-        replacement = self.layers_input[start] if skip_with is None else skip_with
+        entering = self.layers_input[start]
+        replacement = entering if skip_with is None else skip_with
+        if skip_with is not None and tuple(getattr(skip_with, "shape", ())) != tuple(entering.shape):
+            raise InvalidInputError(
+                f"skip_with has shape {tuple(getattr(skip_with, 'shape', ()))} but layer {start}'s "
+                f"input has shape {tuple(entering.shape)}: pass a tensor of that shape."
+            )
         for layer in range(start, end + 1):
             self.layers[layer].skip(self.output_structure.wrap_layer_output(replacement))
 

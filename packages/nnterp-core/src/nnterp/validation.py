@@ -117,7 +117,7 @@ def validate(model: StandardizedTransformer) -> None:
     last = model.num_layers - 1
     got: dict[str, Any] = {}
     try:
-        with model.trace(dict(inputs)):
+        with torch.no_grad(), model.trace(dict(inputs)):
             if model.paths["embed_tokens"]:
                 got["embed"] = (None, model.token_embeddings.save())
             for index in sorted({0, last}):
@@ -143,9 +143,10 @@ def validate(model: StandardizedTransformer) -> None:
 
     hidden = model.hidden_size
     rows = slice(0, 1)  # row 0 is never edited
-    for name, (value_in, value_out) in got.items():
+    for name, pair in got.items():
         if name in ("logits", "probs"):
             continue
+        value_in, value_out = pair
         expected_in, expected_out = expected[name]
         expected_out = first_tensor(expected_out)
         if name.startswith(("layer", "embed")) and tuple(value_out.shape) != (batch, seq, hidden):

@@ -1,0 +1,249 @@
+"""Architecture conformance checks: does a StandardizedTransformer behave on this model?
+
+Each check takes a `StandardizedTransformer` and raises ``AssertionError`` (or an nnterp
+error) when it fails. `run_conformance` runs them all and returns a `ConformanceReport`;
+`nnterp.testing.pytest_plugin.ConformanceSuite` runs them as pytest tests.
+
+Example:
+    >>> report = run_conformance(tiny_model("llama"), tiny_tokenizer())
+    >>> report.passed, report.checks["hooks_equality"]
+    (True, 'pass')
+"""
+
+from __future__ import annotations
+
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from nnterp.accessors import first_tensor
+from nnterp.errors import UnavailableComponentError
+
+PROMPTS = ("The capital of France is", "Hello world", "The cat sat on the mat and the dog")
+
+PASS, FAIL, UNAVAILABLE = "pass", "fail", "unavailable"
+
+
+def _encoding(model: Any, prompts: tuple[str, ...] = PROMPTS) -> dict[str, torch.Tensor]:
+    encoding = model.tokenizer(list(prompts), return_tensors="pt", padding=True)
+    return {"input_ids": encoding["input_ids"], "attention_mask": encoding["attention_mask"]}
+
+
+def _hooked(model: Any, encoding: dict[str, torch.Tensor]) -> tuple[dict, torch.Tensor]:
+    """Plain HF forward (position ids from the mask, as nnsight supplies) with hooks on every part."""
+    hf = model._module
+    layers = hf.get_submodule(model.paths["layers"])
+    seen: dict[tuple[str, int], Any] = {}
+    handles = []
+    for index, layer in enumerate(layers):
+        parts = {"layer": layer}
+        for part in ("self_attn", "mlp"):
+            if model.paths[part]:
+                parts[part] = layer.get_submodule(model.paths[part])
+        for name, module in parts.items():
+            def hook(_module, args, kwargs, output, key=(name, index)):
+                if key not in seen:
+                    seen[key] = (args[0] if args else next(iter(kwargs.values()), None), output)
+
+            handles.append(module.register_forward_hook(hook, with_kwargs=True))
+    kwargs = dict(encoding)
+    mask = encoding["attention_mask"]
+    if not bool(mask.all()):
+        kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+    try:
+        with torch.no_grad():
+            logits = hf(**kwargs).logits
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen, logits
+
+
+def check_accessor_shapes(model: Any) -> None:
+    """Every layer's input/output is (batch, seq, hidden); logits are (batch, seq, vocab)."""
+    encoding = _encoding(model)
+    batch, seq = encoding["input_ids"].shape
+    with torch.no_grad(), model.trace(encoding):
+        outputs = [model.layers_output[i].save() for i in range(model.num_layers)]
+        logits = model.logits.save()
+    for index, hidden in enumerate(outputs):
+        assert tuple(hidden.shape) == (batch, seq, model.hidden_size), f"layer {index}: {tuple(hidden.shape)}"
+    assert tuple(logits.shape) == (batch, seq, model.vocab_size), f"logits: {tuple(logits.shape)}"
+
+
+def check_hooks_equality(model: Any) -> None:
+    """Each accessor equals a plain forward hook on the HF module; logits equal the HF model's, exactly."""
+    encoding = _encoding(model)
+    seen, expected_logits = _hooked(model, encoding)
+    got: dict[tuple[str, int], Any] = {}
+    with torch.no_grad(), model.trace(encoding):
+        for index in range(model.num_layers):
+            got[("layer_in", index)] = model.layers_input[index].save()
+            if model.paths["self_attn"]:
+                got[("self_attn", index)] = model.attentions_output[index].save()
+            if model.paths["mlp"]:
+                got[("mlp", index)] = model.mlps_output[index].save()
+            got[("layer", index)] = model.layers_output[index].save()
+        logits = model.logits.save()
+    for (name, index), value in got.items():
+        if name == "layer_in":
+            expected = seen[("layer", index)][0]
+        else:
+            expected = first_tensor(seen[(name, index)][1])
+        assert torch.equal(value, expected), f"{name} of layer {index} differs from the HF module's hook"
+    assert logits.dtype == expected_logits.dtype, "logits dtype differs"
+    assert torch.equal(logits, expected_logits), "logits differ from the plain HF model's"
+
+
+def check_attention_probabilities(model: Any) -> None:
+    """Probabilities sum to 1 over keys, and zeroing attention to token 0 changes the logits."""
+    if not model.attention_probabilities_enabled:
+        raise UnavailableComponentError("attention probabilities are not enabled for this model")
+    encoding = _encoding(model, PROMPTS[:1])
+    with torch.no_grad(), model.trace(encoding):
+        probs = model.attention_probabilities[-1].save()
+        clean = model.logits.save()
+    sums = probs.float().sum(dim=-1)
+    assert torch.allclose(sums, torch.ones_like(sums), atol=1e-4), "rows do not sum to 1"
+    with torch.no_grad(), model.trace(encoding):
+        edited = model.attention_probabilities[-1].clone()
+        edited[:, :, 1:, 0] = 0
+        edited = edited / edited.sum(dim=-1, keepdim=True)
+        model.attention_probabilities[-1] = edited
+        after = model.logits.save()
+    assert not torch.allclose(clean[:, 1:], after[:, 1:]), "editing attention did not change the logits"
+
+
+def check_steering(model: Any) -> None:
+    """Steering row 1 at the last layer changes its logits and leaves row 0 bit-identical."""
+    encoding = _encoding(model, PROMPTS[:2])
+    with torch.no_grad(), model.trace(encoding):
+        clean = model.logits.save()
+    vector = torch.ones(model.hidden_size) * 10
+    with torch.no_grad(), model.trace(encoding):
+        model.steer(layers=[0, -1], steering_vector=vector, batch_index=1)
+        steered = model.logits.save()
+    assert torch.equal(steered[0], clean[0]), "steering row 1 changed row 0"
+    assert not torch.allclose(steered[1], clean[1]), "steering did not change the steered row"
+
+
+def check_layer_skipping(model: Any) -> None:
+    """Skipping the last layer makes its output equal its input."""
+    encoding = _encoding(model, PROMPTS[:1])
+    with torch.no_grad(), model.trace(encoding):
+        entering = model.layers_input[-1].save()
+        model.skip_layer(-1)
+        leaving = model.layers_output[-1].save()
+    assert torch.equal(entering, leaving), "skipped layer output differs from its input"
+
+
+def check_batching(model: Any) -> None:
+    """A left-padded batch gives each prompt the logits it gets alone (at its real tokens)."""
+    with torch.no_grad(), model.trace(_encoding(model)):
+        batch_logits = model.logits.save()
+    for row, prompt in enumerate(PROMPTS):
+        with torch.no_grad(), model.trace(_encoding(model, (prompt,))):
+            alone = model.logits.save()
+        length = alone.shape[1]
+        torch.testing.assert_close(batch_logits[row, -length:], alone[0], atol=1e-4, rtol=1e-3)
+
+
+CHECKS: dict[str, Callable[[Any], None]] = {
+    "accessor_shapes": check_accessor_shapes,
+    "hooks_equality": check_hooks_equality,
+    "attention_probabilities": check_attention_probabilities,
+    "steering": check_steering,
+    "layer_skipping": check_layer_skipping,
+    "batching": check_batching,
+}
+
+
+@dataclass
+class ConformanceReport:
+    """Outcome of every check on one model: ``checks[name]`` is pass / fail / unavailable."""
+
+    class_name: str
+    checks: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        """Renaming worked and no check failed (unavailable parts are not failures)."""
+        return self.checks.get("renaming") == PASS and FAIL not in self.checks.values()
+
+    @property
+    def attention_probabilities(self) -> bool:
+        return self.checks.get("attention_probabilities") == PASS
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form used in status files."""
+        error = "; ".join(f"{name}: {message}" for name, message in self.errors.items()) or None
+        return {
+            "class_name": self.class_name,
+            "status": "pass" if self.passed else "fail",
+            "checks": dict(self.checks),
+            "error": error,
+        }
+
+
+def load_for_conformance(hf_model: Any, tokenizer: Any, **kwargs: Any) -> tuple[Any, str | None]:
+    """Wrap ``hf_model``, with attention probabilities when the architecture provides them.
+
+    Returns ``(model, note)``: ``note`` says why attention probabilities are off, if they are.
+    """
+    from nnterp.standardized_transformer import StandardizedTransformer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return StandardizedTransformer(hf_model, tokenizer, enable_attention_probs=True, **kwargs), None
+        except Exception as error:  # noqa: BLE001 - retried without attention probabilities
+            note = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
+            return StandardizedTransformer(hf_model, tokenizer, enable_attention_probs=False, **kwargs), note
+
+
+def run_conformance(hf_model: Any, tokenizer: Any, **kwargs: Any) -> ConformanceReport:
+    """Run every check on ``hf_model`` wrapped in a StandardizedTransformer.
+
+    Args:
+        hf_model: a loaded HF causal LM.
+        tokenizer: its tokenizer.
+        **kwargs: passed to `StandardizedTransformer` (``spec=``, ``rename=``).
+
+    Returns:
+        A `ConformanceReport`; ``checks["renaming"]`` is ``fail`` if the model could not be wrapped.
+    """
+    report = ConformanceReport(class_name=type(hf_model).__name__)
+    try:
+        model, note = load_for_conformance(hf_model, tokenizer, **kwargs)
+    except Exception as error:  # noqa: BLE001 - recorded in the report
+        report.checks["renaming"] = FAIL
+        report.errors["renaming"] = _describe(error)
+        return report
+    report.checks["renaming"] = PASS
+    if note:
+        report.errors["attention_probabilities"] = note
+    for name, check in CHECKS.items():
+        try:
+            check(model)
+        except UnavailableComponentError as error:
+            report.checks[name] = UNAVAILABLE
+            report.errors.setdefault(name, _describe(error))
+        except Exception as error:  # noqa: BLE001 - recorded in the report
+            report.checks[name] = FAIL
+            report.errors[name] = _describe(error)
+        else:
+            report.checks[name] = PASS
+    return report
+
+
+def _describe(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    head = f"{type(error).__name__}: {lines[0] if lines else ''}"[:400]
+    if isinstance(error, AssertionError) and not lines:
+        frame = traceback.extract_tb(error.__traceback__)[-1]
+        head += f" (line {frame.lineno}: {frame.line})"
+    return head
