@@ -30,14 +30,14 @@ def require_causal(model: torch.nn.Module) -> None:
             f"{name} is an encoder-decoder model; nnterp wraps causal (decoder-only) language "
             "models. Load a *ForCausalLM class instead."
         )
-    looks_causal = name.endswith(("ForCausalLM", "LMHeadModel")) or getattr(config, "is_decoder", False)
+    lineage = [klass.__name__ for klass in type(model).__mro__]
+    looks_causal = any(n.endswith(("ForCausalLM", "LMHeadModel")) for n in lineage)
     if not looks_causal:
-        try:
-            from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-            looks_causal = name in set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
-        except ImportError:  # pragma: no cover - transformers always has it
-            pass
+        causal_classes = {n for names in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
+                          for n in ([names] if isinstance(names, str) else names)}
+        looks_causal = bool(causal_classes.intersection(lineage))
     if not looks_causal:
         raise InvalidInputError(
             f"{name} is not a causal language model (no next-token head): nnterp needs a "

@@ -65,6 +65,9 @@ def rename_mapping(paths: dict[str, str | None]) -> dict[str, str]:
 def candidate_modules(model: torch.nn.Module, limit: int = 12) -> dict[str, list[str]]:
     """Module names in ``model`` that could be each standard part, for error messages."""
     vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if not vocab:
+        sizes = [m.num_embeddings for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+        vocab = max(sizes, default=None)
     found: dict[str, list[str]] = {"layers": [], "ln_final": [], "lm_head": [], "embed_tokens": []}
     for name, module in model.named_modules():
         if not name:

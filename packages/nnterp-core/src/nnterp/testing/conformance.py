@@ -66,8 +66,10 @@ def check_accessor_shapes(model: Any) -> None:
     """Every layer's input/output is (batch, seq, hidden); logits are (batch, seq, vocab)."""
     encoding = _encoding(model)
     batch, seq = encoding["input_ids"].shape
+    outputs: list[torch.Tensor] = []
     with torch.no_grad(), model.trace(encoding):
-        outputs = [model.layers_output[i].save() for i in range(model.num_layers)]
+        for index in range(model.num_layers):
+            outputs.append(model.layers_output[index].save())
         logits = model.logits.save()
     for index, hidden in enumerate(outputs):
         assert tuple(hidden.shape) == (batch, seq, model.hidden_size), f"layer {index}: {tuple(hidden.shape)}"

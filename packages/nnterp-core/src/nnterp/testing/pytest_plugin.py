@@ -7,7 +7,8 @@ A plugin package tests its own architecture with a few lines::
 
     class TestToyModel(ConformanceSuite):
         @pytest.fixture(scope="class")
-        def conformance_model(self):
+        @classmethod
+        def conformance_model(cls):
             return ToyForCausalLM(ToyConfig()), tiny_tokenizer()
 
 Each conformance check becomes one test (``test_hooks_equality``, ``test_steering``, ...).
@@ -42,10 +43,11 @@ class ConformanceSuite:
     expect_attention_probabilities = True
 
     @pytest.fixture(scope="class")
-    def standardized(self, conformance_model: Any) -> Any:
+    @classmethod
+    def standardized(cls, conformance_model: Any) -> Any:
         hf_model, tokenizer = conformance_model
         model, note = conformance.load_for_conformance(hf_model, tokenizer)
-        if self.expect_attention_probabilities and note:
+        if cls.expect_attention_probabilities and note:
             pytest.fail(f"attention probabilities could not be enabled: {note}")
         return model
 

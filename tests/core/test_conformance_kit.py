@@ -1,0 +1,68 @@
+"""The conformance kit, the sweep command and the status file."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from nnterp.cli import main
+from nnterp.status import read_status, write_status
+from nnterp.testing import tiny_model, tiny_tokenizer
+from nnterp.testing.conformance import check_hooks_equality, load_for_conformance, run_conformance
+
+
+def test_conformance_passes_on_core_architectures():
+    for model_type in ("llama", "gpt2"):
+        report = run_conformance(tiny_model(model_type), tiny_tokenizer())
+        assert report.passed, report.errors
+        assert report.checks == {
+            "renaming": "pass", "accessor_shapes": "pass", "hooks_equality": "pass",
+            "attention_probabilities": "pass", "steering": "pass", "layer_skipping": "pass", "batching": "pass",
+        }
+
+
+def test_hooks_equality_check_catches_an_accessor_reading_the_wrong_value():
+    import pytest
+
+    model, _ = load_for_conformance(tiny_model("llama"), tiny_tokenizer())
+    check_hooks_equality(model)
+    real = model.layers_output
+
+    class Skewed:  # a broken accessor, off by a little
+        def __getitem__(self, index):
+            return real[index] + 1e-3
+
+    model.layers_output = Skewed()
+    with pytest.raises(AssertionError, match="layer of layer 0"):
+        check_hooks_equality(model)
+
+
+def test_status_file_is_written_atomically(tmp_path, monkeypatch):
+    path = tmp_path / "status.json"
+    write_status(path, {"versions": {}, "models": {"a": {"status": "pass"}}})
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(json, "dump", crash)
+    try:
+        write_status(path, {"versions": {}, "models": {"b": {"status": "fail"}}})
+    except RuntimeError:
+        pass
+    assert read_status(path)["models"] == {"a": {"status": "pass"}}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["status.json"]
+
+
+def test_run_tests_command_writes_status_and_totals(tmp_path, capsys):
+    output = tmp_path / "status.json"
+    assert main(["run_tests", "--model-types", "llama", "--class-names", "GPT2LMHeadModel",
+                 "--output", str(output)]) == 0
+    printed = capsys.readouterr().out
+    assert "standardized 2 / buildable 2 / total 2" in printed
+    document = read_status(output)
+    assert set(document["models"]) == {"llama", "gpt2"}
+    assert document["models"]["gpt2"]["class_name"] == "GPT2LMHeadModel"
+    assert document["totals"]["attention_probabilities"] == 2
+    assert set(document["versions"]) == {"transformers", "nnsight", "torch"}
+    assert torch.__version__.startswith(document["versions"]["torch"].split("+")[0])
