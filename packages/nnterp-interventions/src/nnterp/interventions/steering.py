@@ -1,0 +1,46 @@
+"""Activation steering, as a function (the same operation as `StandardizedTransformer.steer`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from nnterp.standardized_transformer import StandardizedTransformer
+
+
+def steer(
+    model: StandardizedTransformer,
+    layers: int | Sequence[int],
+    steering_vector: torch.Tensor,
+    factor: float = 1,
+    token_positions: int | Sequence[int] | None = None,
+    batch_index: int | Sequence[int] | None = None,
+) -> None:
+    """Add ``factor * steering_vector`` to the output of each of ``layers``; call inside a trace.
+
+    Delegates to `StandardizedTransformer.steer`, so both behave identically.
+
+    Args:
+        model: a `StandardizedTransformer` being traced.
+        layers: a layer index or several.
+        steering_vector: (hidden,) or broadcastable to the steered (..., hidden) slice.
+        factor: scale of the vector.
+        token_positions: columns of the (left-padded) sequence to steer, default all;
+            negative indices count from the end, so ``-1`` is every prompt's last token.
+        batch_index: rows of the batch to steer (default all).
+
+    Example:
+        >>> with model.trace("The weather today is"):
+        ...     steer(model, layers=[5, 10], steering_vector=vector, factor=1.5)
+        ...     logits = model.logits.save()
+    """
+    model.steer(
+        layers,
+        steering_vector,
+        factor=factor,
+        token_positions=token_positions,
+        batch_index=batch_index,
+    )
