@@ -9,7 +9,7 @@ Example:
 from __future__ import annotations
 
 from nnterp.interventions.lens import logit_lens
-from nnterp.interventions.patchscope import last_token_latents, patchscope_generate, patchscope_lens
+from nnterp.interventions.patchscope import patchscope_generate, patchscope_lens
 from nnterp.interventions.steering import steer
 from nnterp.interventions.target_prompts import (
     TargetPrompt,
@@ -21,7 +21,6 @@ from nnterp.interventions.target_prompts import (
 __all__ = [
     "TargetPrompt",
     "TargetPromptBatch",
-    "last_token_latents",
     "logit_lens",
     "patchscope_generate",
     "patchscope_lens",

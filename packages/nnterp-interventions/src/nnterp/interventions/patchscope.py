@@ -14,30 +14,13 @@ import torch
 
 from nnterp.errors import InvalidInputError
 from nnterp.inputs import require_hidden
+from nnterp.nnsight_utils import get_token_activations
 from nnterp.interventions.lens import layer_list
 from nnterp.interventions.positions import absolute_positions, traced_attention_mask
 from nnterp.interventions.target_prompts import TargetPromptBatch, TargetPromptLike, repeat_prompt
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
-
-
-@torch.no_grad()
-def last_token_latents(
-    model: StandardizedTransformer, prompts: str | list[str], layers: Sequence[int]
-) -> torch.Tensor:
-    """Each prompt's last-token output of each of ``layers``: (num_prompts, len(layers), hidden).
-
-    Example:
-        >>> last_token_latents(model, ["Paris", "London"], [0, 3]).shape   # (2, 2, hidden)
-    """
-    collected: dict[int, torch.Tensor] = {}
-    with model.trace(prompts) as tracer:
-        for layer in sorted(set(layers)):
-            collected[layer] = model.layers_output[layer][:, -1]
-        latents = torch.stack([collected[layer] for layer in layers], dim=1).save()
-        tracer.stop()
-    return latents
 
 
 def _given_latents(model: StandardizedTransformer, latents: Any, layers: list[int]) -> torch.Tensor:
@@ -70,7 +53,7 @@ def _plan(
     if (source_prompts is None) == (latents is None):
         raise InvalidInputError("pass exactly one of source_prompts or latents to a patchscope.")
     if latents is None:
-        latents = last_token_latents(model, source_prompts, wanted)
+        latents = get_token_activations(model, source_prompts, idx=-1, layers=wanted).transpose(0, 1)
     else:
         latents = _given_latents(model, latents, wanted)
     target = repeat_prompt() if target_patch_prompts is None else target_patch_prompts
