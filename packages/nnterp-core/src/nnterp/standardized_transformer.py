@@ -131,6 +131,15 @@ class StandardizedTransformer(TransformersModel):
         self.mlps_input = LayerAccessor(self, self._mlp, "input", "MLP inputs")
         self.mlps_output = LayerAccessor(self, self._mlp, "output", "MLP outputs")
         self.attention_probabilities = AttentionProbabilitiesAccessor(self)
+        # Per-head views (batch, seq, heads, head_dim); see nnterp.heads.
+        from nnterp.heads import HeadsAccessor
+
+        self.queries = HeadsAccessor(self, "queries")
+        self.keys = HeadsAccessor(self, "keys")
+        self.values = HeadsAccessor(self, "values")
+        self.queries_rotated = HeadsAccessor(self, "queries_rotated")
+        self.keys_rotated = HeadsAccessor(self, "keys_rotated")
+        self.heads_output = HeadsAccessor(self, "heads_output")
 
         from nnterp.validation import detect_output_structure, validate
 
@@ -372,6 +381,8 @@ class StandardizedTransformer(TransformersModel):
             input_checks.check_prompts(self, inputs[0])
         if self.remote and "remote" not in kwargs:
             kwargs["remote"] = True
+        if kwargs.get("remote"):
+            _ship_nnterp_by_value()
         return super().trace(*inputs, **kwargs)
 
 
@@ -380,6 +391,13 @@ def _spec_from_plugins(model: torch.nn.Module) -> ArchitectureSpec | None:
 
     names = [klass.__name__ for klass in type(model).__mro__]
     return get_registry().spec_for_class_names(names)
+
+
+def _ship_nnterp_by_value() -> None:
+    # The NDIF server does not have nnterp installed: its code travels with the request.
+    from nnsight import ndif
+
+    ndif.register("nnterp")
 
 
 def _switch_to_eager(model: torch.nn.Module) -> None:
