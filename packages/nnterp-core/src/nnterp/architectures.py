@@ -33,6 +33,13 @@ GPT2 = ArchitectureSpec(
     mlp="mlp",
     ln_final="transformer.ln_f",
     embed_tokens="transformer.wte",
+    q_proj=None,
+    k_proj=None,
+    v_proj=None,
+    qkv_proj="c_attn",
+    qkv_layout="blocks",
+    o_proj="c_proj",
+    rotary_embedding=None,
 )
 
 CORE_SPECS = (GPT2, LLAMA, MISTRAL, QWEN2, QWEN3, GEMMA, GEMMA2, GEMMA3)

@@ -64,7 +64,7 @@ class Intervention:
         name: The name the CLI runs it by (``nnterp run NAME``).
         function: ``function(model, prompts, **kwargs)``.
         description: One line saying what it computes.
-        render: Optional ``render(model, prompts, result) -> str`` giving a readable summary.
+        render: Optional ``render(model, prompts, result, top_k=5) -> str`` giving a readable summary.
         plugin: The plugin that registered it.
     """
 

@@ -36,6 +36,12 @@ PathSpec = Union[str, tuple[str, ...], None]
 #: (``nn.functional.dropout``); the first call of that name is used, never a numbered label.
 DEFAULT_ATTENTION_PROBABILITIES: tuple[str, ...] = ("attention_interface", "nn.functional.dropout")
 
+#: How a fused query/key/value projection lays out its output's last dimension:
+#: ``"blocks"``: ``[q | k | v]``, q for every query head then k and v for every key/value head
+#: (GPT-2 ``c_attn``, Phi-3 ``qkv_proj``); ``"interleaved_heads"``: head by head,
+#: ``[q_0 k_0 v_0 | q_1 k_1 v_1 | ...]`` (GPT-NeoX and Bloom ``query_key_value``).
+QKV_LAYOUTS = ("blocks", "interleaved_heads")
+
 #: Standard part names, in forward order.
 STANDARD_PARTS = ("embed_tokens", "layers", "self_attn", "mlp", "ln_final", "lm_head")
 
@@ -65,6 +71,19 @@ class ArchitectureSpec:
             ``project_on_vocab`` so a lens of the last layer equals the model's logits.
         tiny_config: Config overrides that make a tiny random model of this family valid
             (used by `nnterp.testing`).
+        q_proj, k_proj, v_proj: Paths, from the attention module, of the separate query, key
+            and value projections (``None``: the architecture has none, e.g. a fused one).
+        qkv_proj: Path of a fused query/key/value projection, used when the separate ones
+            are not found (GPT-2 ``"c_attn"``, GPT-NeoX ``"query_key_value"``).
+        qkv_layout: How ``qkv_proj``'s output is split (one of `QKV_LAYOUTS`).
+        o_proj: Path, from the attention module, of the output projection; its input holds
+            every head's output side by side (``heads_output``).
+        rotary_embedding: Name of the function the attention forward calls to rotate queries
+            and keys (found by name with `nnterp.attention.find_call`; it must return
+            ``(queries, keys)`` shaped (batch, heads, seq, head_dim)); ``None`` when
+            positions are not rotary (GPT-2).
+        num_kv_heads_keys: config attribute names giving the number of key/value heads; used
+            only when the projections' sizes cannot tell (fused ``"interleaved_heads"``).
     """
 
     name: str
@@ -82,10 +101,22 @@ class ArchitectureSpec:
     num_layers_keys: tuple[str, ...] = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
     logits_postprocess: tuple[tuple[str, str], ...] = ()
     tiny_config: Mapping[str, Any] = field(default_factory=dict)
+    q_proj: PathSpec = "q_proj"
+    k_proj: PathSpec = "k_proj"
+    v_proj: PathSpec = "v_proj"
+    qkv_proj: PathSpec = None
+    qkv_layout: str = "blocks"
+    o_proj: PathSpec = "o_proj"
+    rotary_embedding: str | None = "apply_rotary_pos_emb"
+    num_kv_heads_keys: tuple[str, ...] = ("num_key_value_heads", "num_kv_heads", "n_head_kv")
 
     def __post_init__(self) -> None:
         if isinstance(self.model_classes, str):
             object.__setattr__(self, "model_classes", (self.model_classes,))
+        if self.qkv_layout not in QKV_LAYOUTS:
+            raise ValueError(
+                f"spec {self.name!r}: unknown qkv_layout {self.qkv_layout!r}; use one of {list(QKV_LAYOUTS)}"
+            )
         for operation, _ in self.logits_postprocess:
             if operation not in LOGIT_OPERATIONS:
                 raise ValueError(

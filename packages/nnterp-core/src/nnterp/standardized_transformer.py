@@ -254,10 +254,14 @@ class StandardizedTransformer(TransformersModel):
 
     def _root_input(self, key: str) -> torch.Tensor:
         args, kwargs = self.inputs
-        if key in kwargs:
+        if kwargs.get(key) is not None:
             return kwargs[key]
-        if key == "input_ids" and args:
-            return args[0]
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if key == "input_ids" and input_ids is not None:
+            return input_ids
+        if key == "attention_mask" and input_ids is not None:
+            # transformers' generate drops an all-ones mask: no padding means every token counts.
+            return torch.ones_like(input_ids)
         raise InvalidInputError(f"this trace's input has no {key!r}")
 
     # -- operations -------------------------------------------------------------------------
@@ -311,7 +315,9 @@ class StandardizedTransformer(TransformersModel):
             steering_vector: (hidden,) — or broadcastable to the steered slice's (..., hidden).
                 Converted to the activations' dtype and device.
             factor: scale of the vector.
-            token_positions: positions to steer (default all); negative indices count from the end.
+            token_positions: positions to steer (default all), as columns of the left-padded
+                batch: negative indices count from the end and are the same token in every
+                row; use them for batches of prompts of different lengths.
             batch_index: rows of the batch to steer (default all).
 
         Raises:

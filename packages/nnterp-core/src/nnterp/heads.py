@@ -1,0 +1,397 @@
+"""Per-head views of attention: queries, keys, values and head outputs, for every architecture.
+
+Inside ``model.trace(...)``, each accessor gives layer ``i``'s tensor shaped
+``(batch, seq, heads, head_dim)``, readable and assignable:
+
+- ``model.queries[i]``, ``model.keys[i]``, ``model.values[i]``: what the query/key/value
+  projections compute, before rotary embeddings (and before any per-head q/k norm, as in
+  Qwen-3 or Gemma-3). Keys and values have ``num_kv_heads`` heads (grouped-query attention).
+- ``model.queries_rotated[i]``, ``model.keys_rotated[i]``: queries and keys after the rotary
+  embedding, as they enter the attention scores (rotary models only).
+- ``model.heads_output[i]``: each head's attention-weighted values, the input of the output
+  projection ``o_proj`` before the heads are mixed. `project_heads` turns them into each
+  head's share of the attention output.
+
+Where they live is spec data (`ArchitectureSpec.q_proj`, ``qkv_proj``, ``qkv_layout``,
+``o_proj``, ``rotary_embedding``); head counts and the head size are read from the
+projections' weights, so grouped-query attention and ``head_dim != hidden / heads`` work.
+
+Forward order inside one trace: ``attentions_input`` -> ``queries`` -> ``keys`` -> ``values``
+-> ``queries_rotated`` -> ``keys_rotated`` -> ``attention_probabilities`` -> ``heads_output``
+-> ``attentions_output``.
+
+Example:
+    >>> with model.trace("The cat sat on the mat"):
+    ...     q = model.queries[0].save()                  # (1, seq, heads, head_dim)
+    ...     k = model.keys_rotated[0].save()             # (1, seq, kv_heads, head_dim)
+    ...     z = model.heads_output[0]
+    ...     z[:, :, 3] = 0                               # ablate head 3 of layer 0
+    ...     model.heads_output[0] = z
+    ...     logits = model.logits.save()
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from nnterp.accessors import normalize_layer
+from nnterp.errors import InvalidInputError, UnavailableComponentError
+from nnterp.spec import config_value
+
+if TYPE_CHECKING:
+    from nnterp.standardized_transformer import StandardizedTransformer
+
+#: The per-head accessors, in forward order.
+HEAD_SITES = ("queries", "keys", "values", "queries_rotated", "keys_rotated", "heads_output")
+
+
+@dataclass(frozen=True)
+class AttentionLayout:
+    """Where one model's attention computes queries, keys, values and head outputs.
+
+    Paths are relative to the standard ``self_attn`` module; ``None`` where the model has no
+    such module. Resolved from the spec and layer 0 by `attention_layout`.
+
+    Attributes:
+        q_proj, k_proj, v_proj: separate projections (all three, or all ``None``).
+        qkv_proj: the fused projection, used when the separate ones are ``None``.
+        qkv_layout: how the fused output is split (see `nnterp.spec.QKV_LAYOUTS`).
+        o_proj: the output projection.
+        rotary_embedding: name of the rotary call in the attention forward, or ``None``.
+        num_heads, num_kv_heads, head_dim: query heads, key/value heads, size of one head.
+    """
+
+    q_proj: str | None
+    k_proj: str | None
+    v_proj: str | None
+    qkv_proj: str | None
+    qkv_layout: str
+    o_proj: str | None
+    rotary_embedding: str | None
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+
+    def heads_of(self, part: str) -> int:
+        """How many heads ``part`` (``"q"``, ``"k"`` or ``"v"``) has."""
+        return self.num_heads if part == "q" else self.num_kv_heads
+
+
+def _features(module: torch.nn.Module, side: str) -> int | None:
+    # nn.Linear names its sizes in/out_features; GPT-2's Conv1D names them nx/nf.
+    names = ("in_features", "nx") if side == "in" else ("out_features", "nf")
+    for name in names:
+        value = getattr(module, name, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def _first_submodule(parent: torch.nn.Module, candidates: tuple[str, ...]) -> tuple[str, torch.nn.Module] | None:
+    for path in candidates:
+        try:
+            return path, parent.get_submodule(path)
+        except AttributeError:
+            continue
+    return None
+
+
+def _layer_attention(model: StandardizedTransformer, layer: int) -> torch.nn.Module:
+    if model.paths["self_attn"] is None:
+        raise UnavailableComponentError(
+            f"{model.spec.name} layers have no attention module (spec self_attn=None): "
+            "queries, keys, values and heads_output are unavailable."
+        )
+    layers: Any = model._module.get_submodule(model.paths["layers"])
+    return layers[layer].get_submodule(model.paths["self_attn"])
+
+
+def attention_layout(model: StandardizedTransformer) -> AttentionLayout:
+    """Resolve the spec's attention fields against ``model``'s layer-0 attention module.
+
+    Raises:
+        UnavailableComponentError: the model has no attention, or no head count.
+        InvalidInputError: the projections' sizes do not divide into the configured heads.
+
+    Example:
+        >>> layout = attention_layout(model)
+        >>> layout.num_heads, layout.num_kv_heads, layout.head_dim
+        (9, 3, 64)
+    """
+    spec = model.spec
+    attention = _layer_attention(model, 0)
+    num_heads = model.num_heads
+    if not num_heads:
+        raise UnavailableComponentError(
+            f"{spec.name}: the config gives no number of attention heads (tried {spec.num_heads_keys})."
+        )
+    found = {
+        part: _first_submodule(attention, spec.path(part))
+        for part in ("q_proj", "k_proj", "v_proj", "qkv_proj", "o_proj")
+    }
+    separate = all(found[part] is not None for part in ("q_proj", "k_proj", "v_proj"))
+    fused = None if separate else found["qkv_proj"]
+    o_proj = found["o_proj"]
+
+    head_dim = None
+    if o_proj is not None and (width := _features(o_proj[1], "in")):
+        head_dim = width // num_heads
+    elif separate and (width := _features(found["q_proj"][1], "out")):  # type: ignore[index]
+        head_dim = width // num_heads
+    if head_dim is None:
+        configured = config_value(model._module.config, ("head_dim",))
+        head_dim = int(configured) if configured else model.hidden_size // num_heads
+
+    num_kv_heads = num_heads
+    if separate:
+        k_width = _features(found["k_proj"][1], "out")  # type: ignore[index]
+        if k_width:
+            num_kv_heads = k_width // head_dim
+    elif fused is not None and spec.qkv_layout == "blocks":
+        total = _features(fused[1], "out")
+        if total:
+            num_kv_heads = (total - num_heads * head_dim) // (2 * head_dim)
+    else:
+        configured = config_value(model._module.config, spec.num_kv_heads_keys)
+        num_kv_heads = int(configured) if configured else num_heads
+    if num_kv_heads <= 0 or num_heads % num_kv_heads:
+        raise InvalidInputError(
+            f"{spec.name}: the attention projections give {num_kv_heads} key/value heads for "
+            f"{num_heads} query heads (head_dim {head_dim}); check the spec's q/k/v/o paths."
+        )
+    return AttentionLayout(
+        q_proj=found["q_proj"][0] if separate else None,  # type: ignore[index]
+        k_proj=found["k_proj"][0] if separate else None,  # type: ignore[index]
+        v_proj=found["v_proj"][0] if separate else None,  # type: ignore[index]
+        qkv_proj=fused[0] if fused is not None else None,
+        qkv_layout=spec.qkv_layout,
+        o_proj=o_proj[0] if o_proj is not None else None,
+        rotary_embedding=spec.rotary_embedding,
+        num_heads=num_heads,
+        num_kv_heads=num_kv_heads,
+        head_dim=head_dim,
+    )
+
+
+def _child(envoy: Any, path: str) -> Any:
+    return functools.reduce(getattr, path.split("."), envoy)
+
+
+def _split_heads(tensor: torch.Tensor, heads: int) -> torch.Tensor:
+    return tensor.view(*tensor.shape[:-1], heads, -1)
+
+
+class HeadsAccessor:
+    """``accessor[i]`` reads, ``accessor[i] = value`` writes one per-head activation of layer ``i``.
+
+    Values are shaped ``(batch, seq, heads, head_dim)``. See the module docstring for the
+    sites; an accessor is created per site by `StandardizedTransformer`.
+
+    Args:
+        model: The `StandardizedTransformer`.
+        site: One of `HEAD_SITES`.
+
+    Example:
+        >>> with model.trace("Hello world"):
+        ...     v = model.values[1].save()                   # (1, seq, kv_heads, head_dim)
+        ...     model.values[1] = v * 2
+    """
+
+    def __init__(self, model: StandardizedTransformer, site: str) -> None:
+        if site not in HEAD_SITES:
+            raise InvalidInputError(f"unknown per-head site {site!r}; use one of {list(HEAD_SITES)}")
+        self._model = model
+        self.site = site
+        self._layout: AttentionLayout | None = None
+
+    @property
+    def layout(self) -> AttentionLayout:
+        """The model's resolved `AttentionLayout` (computed on first use)."""
+        if self._layout is None:
+            self._layout = attention_layout(self._model)
+        return self._layout
+
+    # -- the raw tensor the forward uses, and its per-head view ------------------------------
+
+    def _attention(self, layer: int) -> Any:
+        model = self._model
+        attention = model._attention(normalize_layer(model, layer))
+        if self.layout.rotary_embedding is not None or model.attention_probabilities_enabled:
+            # NNsight instruments a forward's operations (`.source`) only if asked before the
+            # forward starts; asking here, before q_proj runs, keeps later reads of the rotary
+            # call or the attention probabilities of this layer in order.
+            attention.source  # noqa: B018
+        return attention
+
+    def _unavailable(self, why: str) -> UnavailableComponentError:
+        return UnavailableComponentError(f"{self.site} of {self._model.spec.name}: {why}")
+
+    def _projection(self, attention: Any) -> tuple[Any, str]:
+        """(envoy, io) whose value holds this site's tensor."""
+        layout = self.layout
+        if self.site == "heads_output":
+            if layout.o_proj is None:
+                raise self._unavailable(
+                    f"no output projection found (spec o_proj={self._model.spec.o_proj!r})."
+                )
+            return _child(attention, layout.o_proj), "input"
+        part = self.site[0]
+        separate = {"q": layout.q_proj, "k": layout.k_proj, "v": layout.v_proj}[part]
+        if separate is not None:
+            return _child(attention, separate), "output"
+        if layout.qkv_proj is not None:
+            return _child(attention, layout.qkv_proj), "output"
+        spec = self._model.spec
+        raise self._unavailable(
+            f"no query/key/value projection found (spec q_proj={spec.q_proj!r}, "
+            f"qkv_proj={spec.qkv_proj!r}); set them in the architecture spec."
+        )
+
+    def _rotary_call(self, attention: Any) -> Any:
+        from nnterp.attention import find_call
+
+        name = self.layout.rotary_embedding
+        if name is None:
+            raise self._unavailable(
+                "this architecture does not rotate queries and keys (spec rotary_embedding=None); "
+                "use queries/keys, which are what its attention scores use."
+            )
+        try:
+            return find_call(attention.source, name)
+        except LookupError as error:
+            raise self._unavailable(
+                f"{error}. Set the spec's rotary_embedding to the function its attention calls."
+            ) from None
+
+    def raw(self, layer: int) -> torch.Tensor:
+        """The tensor the forward actually uses downstream for ``layer`` (inside a trace).
+
+        For gradients: ``.grad`` is served on this tensor, not on the per-head view; turn a
+        value or gradient of it into the per-head shape with `to_heads`.
+        """
+        attention = self._attention(layer)
+        if self.site in ("queries_rotated", "keys_rotated"):
+            return self._rotary_call(attention).output[0 if self.site == "queries_rotated" else 1]
+        envoy, io = self._projection(attention)
+        return envoy.input if io == "input" else envoy.output
+
+    def to_heads(self, raw: torch.Tensor) -> torch.Tensor:
+        """``raw`` (see `raw`) as ``(batch, seq, heads, head_dim)``."""
+        layout = self.layout
+        if self.site in ("queries_rotated", "keys_rotated"):
+            return raw.transpose(1, 2)
+        if self.site == "heads_output":
+            return _split_heads(raw, layout.num_heads)
+        part = self.site[0]
+        if layout.q_proj is not None:
+            return _split_heads(raw, layout.heads_of(part))
+        return self._fused_part(raw, part)
+
+    def _fused_part(self, fused: torch.Tensor, part: str) -> torch.Tensor:
+        layout = self.layout
+        d = layout.head_dim
+        if layout.qkv_layout == "interleaved_heads":
+            offset = "qkv".index(part) * d
+            return _split_heads(fused, layout.num_heads)[..., offset : offset + d]
+        q_width, kv_width = layout.num_heads * d, layout.num_kv_heads * d
+        start = {"q": 0, "k": q_width, "v": q_width + kv_width}[part]
+        width = q_width if part == "q" else kv_width
+        return _split_heads(fused[..., start : start + width], layout.heads_of(part))
+
+    def _from_heads(self, raw: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        layout = self.layout
+        if self.site in ("queries_rotated", "keys_rotated"):
+            return value.transpose(1, 2)
+        if self.site == "heads_output" or layout.q_proj is not None:
+            return value.reshape(raw.shape)
+        rebuilt = raw.clone()
+        self._fused_part(rebuilt, self.site[0])[...] = value
+        return rebuilt
+
+    # -- indexing ------------------------------------------------------------------------------
+
+    def __getitem__(self, layer: int) -> torch.Tensor:
+        return self.to_heads(self.raw(layer))
+
+    def __setitem__(self, layer: int, value: torch.Tensor) -> None:
+        current = self[layer]
+        if tuple(getattr(value, "shape", ())) != tuple(current.shape):
+            raise InvalidInputError(
+                f"{self.site}[{layer}] has shape {tuple(current.shape)} (batch, seq, heads, head_dim) "
+                f"but the value has shape {tuple(getattr(value, 'shape', ()))}: pass a tensor of that shape."
+            )
+        attention = self._attention(layer)
+        raw = self.raw(layer)
+        value = value.to(dtype=raw.dtype, device=raw.device)
+        replacement = self._from_heads(raw, value)
+        if self.site in ("queries_rotated", "keys_rotated"):
+            call = self._rotary_call(attention)
+            rotated = call.output
+            index = 0 if self.site == "queries_rotated" else 1
+            call.output = tuple(replacement if i == index else item for i, item in enumerate(rotated))
+            return
+        envoy, io = self._projection(attention)
+        if io == "input":
+            envoy.input = replacement
+        else:
+            envoy.output = replacement
+
+    def __len__(self) -> int:
+        return self._model.num_layers
+
+    def __repr__(self) -> str:
+        return f"<{self.site} of {self._model.num_layers} layers, (batch, seq, heads, head_dim)>"
+
+
+def project_heads(
+    model: StandardizedTransformer, layer: int, heads_output: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each head's share of layer ``layer``'s attention output (outside a trace).
+
+    The output projection is affine, so ``o_proj(z) = sum_h o_proj(z with only head h) -
+    (heads - 1) * bias``: this returns the per-head terms without the bias, and the bias.
+    ``per_head.sum(-2) + bias`` equals the attention output (for architectures that apply
+    nothing after ``o_proj`` but dropout).
+
+    Args:
+        model: the `StandardizedTransformer`.
+        layer: the layer whose ``o_proj`` is used.
+        heads_output: (..., heads, head_dim), e.g. a saved ``model.heads_output[layer]``.
+
+    Returns:
+        ``(per_head, bias)``: (..., heads, hidden) and (hidden,).
+
+    Example:
+        >>> with model.trace("Hello world"):
+        ...     z = model.heads_output[1].save()
+        ...     out = model.attentions_output[1].save()
+        >>> per_head, bias = project_heads(model, 1, z)
+        >>> torch.allclose(per_head.sum(-2) + bias, out, atol=1e-5)
+        True
+    """
+    layer = normalize_layer(model, layer)
+    layout = attention_layout(model)
+    if layout.o_proj is None:
+        raise UnavailableComponentError(
+            f"{model.spec.name}: no output projection found (spec o_proj={model.spec.o_proj!r})."
+        )
+    if tuple(heads_output.shape[-2:]) != (layout.num_heads, layout.head_dim):
+        raise InvalidInputError(
+            f"heads_output has shape {tuple(heads_output.shape)}; its last two dimensions must be "
+            f"(heads, head_dim) = ({layout.num_heads}, {layout.head_dim})."
+        )
+    o_proj = _layer_attention(model, layer).get_submodule(layout.o_proj)
+    heads = layout.num_heads
+    with torch.no_grad():
+        parameter = next(o_proj.parameters())
+        z = heads_output.to(device=parameter.device, dtype=parameter.dtype)
+        bias = o_proj(z.new_zeros(1, heads * layout.head_dim))[0]
+        selector = torch.eye(heads, dtype=z.dtype, device=z.device)[:, :, None]
+        # (..., heads kept, heads, head_dim): row h holds head h's values, zeros elsewhere.
+        isolated = z.unsqueeze(-3) * selector
+        per_head = o_proj(isolated.flatten(-2)) - bias
+    return per_head, bias
