@@ -170,6 +170,28 @@ def _link_or_copy(source: str, destination: str) -> None:
         shutil.copy2(source, destination)
 
 
+def test_a_reinstalled_identical_gguf_keeps_the_cache_and_refreshes_the_marker(smollm2_path, tmp_path, monkeypatch):
+    root = tmp_path / "cache"
+    target = _copy_cache(smollm2_path, root)
+    reinstalled = tmp_path / "site-packages" / gguf_source().name
+    reinstalled.parent.mkdir()
+    shutil.copyfile(gguf_source(), reinstalled)
+    monkeypatch.setattr(default_model, "gguf_source", lambda: reinstalled)
+    weights = (target / "model.safetensors").stat()
+
+    assert default_model_path(root) == target  # matched by hash, not rebuilt
+    assert (target / "model.safetensors").stat().st_ino == weights.st_ino
+    marker = json.loads((target / MARKER_NAME).read_text())
+    assert marker["mtime_ns"] == reinstalled.stat().st_mtime_ns
+    assert json.loads((smollm2_path / MARKER_NAME).read_text())["mtime_ns"] == gguf_source().stat().st_mtime_ns
+
+    def no_hashing(path):
+        raise AssertionError("the refreshed marker should make the check hash-free")
+
+    monkeypatch.setattr(default_model, "_sha256", no_hashing)
+    assert default_model_path(root) == target
+
+
 def _copy_cache(smollm2_path: Path, root: Path, *, hard_links: bool = True) -> Path:
     """A copy of the real cache under ``root`` (hard links when only read, to stay fast)."""
     target = root / CACHE_NAME

@@ -139,6 +139,25 @@ def cache_matches_source(directory: Path, source: Path) -> bool:
     return marker.get("sha256") == _sha256(source)
 
 
+def _refresh_marker_time(directory: Path, source: Path) -> None:
+    """After a valid cache was matched by hash (the package was reinstalled), record the new
+    modification time so later checks take the fast path again. Best effort: a read-only cache
+    simply keeps hashing."""
+    marker_path = directory / MARKER_NAME
+    try:
+        marker = json.loads(marker_path.read_text())
+        mtime_ns = source.stat().st_mtime_ns
+        if marker.get("mtime_ns") == mtime_ns:
+            return
+        marker["mtime_ns"] = mtime_ns
+        handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{MARKER_NAME}.", suffix=".tmp")
+        with os.fdopen(handle, "w") as stream:
+            stream.write(json.dumps(marker, indent=1) + "\n")
+        os.replace(temporary, marker_path)
+    except OSError:
+        return
+
+
 def _require_conversion_dependencies() -> None:
     missing = [name for name in ("gguf", "accelerate") if importlib.util.find_spec(name) is None]
     if missing:
@@ -244,6 +263,7 @@ def default_model_path(cache_dir: str | Path | None = None, *, rebuild: bool = F
     target = root / CACHE_NAME
     source = gguf_source()
     if not rebuild and cache_matches_source(target, source):
+        _refresh_marker_time(target, source)
         return target
     root.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(root / f".{CACHE_NAME}.lock"))
