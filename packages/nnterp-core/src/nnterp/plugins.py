@@ -34,7 +34,7 @@ DISABLE_ENV_VAR = "NNTERP_DISABLE_PLUGINS"
 CORE_DISTRIBUTION = "nnterp-core"
 
 #: Rank of a plugin's registrations: higher wins when two plugins cover one class.
-_RANKS = {CORE_DISTRIBUTION: 0, "nnterp-models-contrib": 1}
+_RANKS = {CORE_DISTRIBUTION: 0, "nnterp-models-contrib": 1, "nnterp-interventions": 1}
 THIRD_PARTY_RANK = 2
 
 
