@@ -22,12 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 import nnsight
 import torch
 
-from nnterp.accessors import normalize_layer
 from nnterp.errors import InvalidInputError, LayerIndexError
 from nnterp.inputs import check_prompts
 
@@ -55,7 +54,7 @@ FIRST_SITES = ("token_embeddings",)
 LAST_SITES = ("logits",)
 
 #: Positions: ``None`` (all), one position, or several.
-Positions = Union[int, Sequence[int], None]
+Positions = int | Sequence[int] | None
 
 
 @dataclass(frozen=True, order=True)
@@ -203,7 +202,7 @@ def trace_attention_mask(model: StandardizedTransformer) -> torch.Tensor:
     return mask
 
 
-class ActivationCache(dict):  # type: ignore[type-arg]
+class ActivationCache(dict[str, torch.Tensor]):
     """Activations by site name (``"layers_output.3"``); a ``dict[str, torch.Tensor]``.
 
     Looking up ``"layers_output.-1"`` finds ``"layers_output.{last}"``.

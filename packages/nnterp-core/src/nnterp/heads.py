@@ -129,26 +129,24 @@ def attention_layout(model: StandardizedTransformer) -> AttentionLayout:
         raise UnavailableComponentError(
             f"{spec.name}: the config gives no number of attention heads (tried {spec.num_heads_keys})."
         )
-    found = {
-        part: _first_submodule(attention, spec.path(part))
-        for part in ("q_proj", "k_proj", "v_proj", "qkv_proj", "o_proj")
-    }
-    separate = all(found[part] is not None for part in ("q_proj", "k_proj", "v_proj"))
-    fused = None if separate else found["qkv_proj"]
-    o_proj = found["o_proj"]
+    q, k, v = (_first_submodule(attention, spec.path(part)) for part in ("q_proj", "k_proj", "v_proj"))
+    separate = (q, k, v) if q is not None and k is not None and v is not None else None
+    fused = None if separate is not None else _first_submodule(attention, spec.path("qkv_proj"))
+    o_proj = _first_submodule(attention, spec.path("o_proj"))
 
-    head_dim = None
-    if o_proj is not None and (width := _features(o_proj[1], "in")):
+    # All heads side by side: the output projection's input, else the query projection's output.
+    width = (_features(o_proj[1], "in") if o_proj is not None else None) or (
+        _features(separate[0][1], "out") if separate is not None else None
+    )
+    if width:
         head_dim = width // num_heads
-    elif separate and (width := _features(found["q_proj"][1], "out")):  # type: ignore[index]
-        head_dim = width // num_heads
-    if head_dim is None:
+    else:
         configured = config_value(model._module.config, ("head_dim",))
         head_dim = int(configured) if configured else model.hidden_size // num_heads
 
     num_kv_heads = num_heads
-    if separate:
-        k_width = _features(found["k_proj"][1], "out")  # type: ignore[index]
+    if separate is not None:
+        k_width = _features(separate[1][1], "out")
         if k_width:
             num_kv_heads = k_width // head_dim
     elif fused is not None and spec.qkv_layout == "blocks":
@@ -164,9 +162,9 @@ def attention_layout(model: StandardizedTransformer) -> AttentionLayout:
             f"{num_heads} query heads (head_dim {head_dim}); check the spec's q/k/v/o paths."
         )
     return AttentionLayout(
-        q_proj=found["q_proj"][0] if separate else None,  # type: ignore[index]
-        k_proj=found["k_proj"][0] if separate else None,  # type: ignore[index]
-        v_proj=found["v_proj"][0] if separate else None,  # type: ignore[index]
+        q_proj=separate[0][0] if separate is not None else None,
+        k_proj=separate[1][0] if separate is not None else None,
+        v_proj=separate[2][0] if separate is not None else None,
         qkv_proj=fused[0] if fused is not None else None,
         qkv_layout=spec.qkv_layout,
         o_proj=o_proj[0] if o_proj is not None else None,
