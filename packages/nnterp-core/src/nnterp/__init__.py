@@ -36,11 +36,13 @@ _LAZY = {
     "UnavailableComponentError": "nnterp.errors",
     "PluginError": "nnterp.errors",
     "load_default_model": "nnterp.default_model",
+    "cache_activations": "nnterp.cache",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
 
 if TYPE_CHECKING:
+    from nnterp.cache import cache_activations
     from nnterp.default_model import load_default_model
     from nnterp.errors import (
         InvalidInputError,
