@@ -68,12 +68,16 @@ def read_status(path: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-@lru_cache(maxsize=1)
-def _known_classes() -> dict[str, dict[str, Any]]:
+def _status_files() -> list[str]:
     from nnterp.plugins import get_registry
 
+    return get_registry().status_files
+
+
+@lru_cache(maxsize=1)
+def _known_classes() -> dict[str, dict[str, Any]]:
     by_class: dict[str, dict[str, Any]] = {}
-    for path in get_registry().status_files:
+    for path in _status_files():
         document = read_status(path)
         versions = document.get("versions", {})
         for model_type, entry in document.get("models", {}).items():
