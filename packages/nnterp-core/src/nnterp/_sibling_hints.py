@@ -8,7 +8,10 @@ when nothing provides the module, and then names the distribution and extra to i
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from importlib.abc import MetaPathFinder
+from importlib.machinery import ModuleSpec
+from types import ModuleType
 
 SIBLING_MODULES = {
     "nnterp.interventions": ("nnterp-interventions", "interventions"),
@@ -19,7 +22,9 @@ SIBLING_MODULES = {
 
 
 class _SiblingHintFinder(MetaPathFinder):
-    def find_spec(self, fullname, path=None, target=None):  # noqa: D102 - importlib protocol
+    def find_spec(  # noqa: D102 - importlib protocol
+        self, fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
         top = ".".join(fullname.split(".")[:2])
         if top not in SIBLING_MODULES:
             return None

@@ -124,11 +124,13 @@ def _collect_batch(
     positions = _token_positions(encoding["attention_mask"], idx)
     rows = torch.arange(positions.shape[0])
     last = max(layers)
+    import nnsight  # lazily, as the trace itself does: importing this module must not load nnsight
+
     saved: dict[int, Any] = {}
     with torch.no_grad(), model.trace(dict(encoding)) as tracer:
         for layer in sorted(set(layers)):
             hidden = model.layers_output[layer]
-            saved[layer] = hidden[rows.to(hidden.device), positions.to(hidden.device)].save()
+            saved[layer] = nnsight.save(hidden[rows.to(hidden.device), positions.to(hidden.device)])
             if stop_early and layer == last:
                 tracer.stop()
     return torch.stack([saved[layer] for layer in layers])

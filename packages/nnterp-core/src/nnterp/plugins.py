@@ -243,9 +243,9 @@ def build_registry(extra_plugins: Iterable[tuple[Any, PluginInfo]] = ()) -> Regi
             _call_hook("register_status_files", plugin, info, lambda path: staged_status.append(str(path))),
             _call_hook("register_commands", plugin, info, register_command),
         ]
-        error = "; ".join(e for e in errors if e)
+        hook_errors = "; ".join(e for e in errors if e)
         registry.plugins.append(
-            PluginInfo(info.name, info.distribution, info.version, error or None)
+            PluginInfo(info.name, info.distribution, info.version, hook_errors or None)
         )
         if errors[0] is None:
             registry.architectures.extend(staged_specs)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -38,7 +38,7 @@ def resolve_paths(model: torch.nn.Module, spec: ArchitectureSpec) -> dict[str, s
         if candidates and found is None:
             missing.append(f"{part} (tried {', '.join(candidates)})")
         resolved[part] = found
-    layers = model.get_submodule(resolved["layers"]) if resolved["layers"] else None
+    layers = cast(torch.nn.ModuleList, model.get_submodule(resolved["layers"])) if resolved["layers"] else None
     first_layer = layers[0] if layers is not None and len(layers) else None
     for part in LAYER_PARTS:
         candidates = spec.path(part)
@@ -113,7 +113,8 @@ def apply_user_rename(
     ``self_attn``; the user's mapping beats any plugin spec. Entries naming non-standard
     aliases are left to NNsight. With no spec and no standard part named, returns ``None``.
     """
-    overrides: dict[str, str] = {}
+    # Any: the keys are dataclass field names of several types, checked by `dataclasses.replace`.
+    overrides: dict[str, Any] = {}
     for key, value in (rename or {}).items():
         if not isinstance(key, str):
             continue

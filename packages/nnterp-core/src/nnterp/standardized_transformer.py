@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, cast
 
 import torch
 from nnsight.modeling.transformers import TransformersModel
@@ -20,6 +20,9 @@ from nnterp.errors import InvalidInputError, RenamingError, UnavailableComponent
 from nnterp.loading import load_model_and_tokenizer, prepare_tokenizer
 from nnterp.renaming import apply_user_rename, rename_mapping, resolve_paths, unresolved_message
 from nnterp.spec import ArchitectureSpec, config_value
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 class StandardizedTransformer(TransformersModel):
@@ -376,7 +379,7 @@ class StandardizedTransformer(TransformersModel):
 
     # -- tracing ----------------------------------------------------------------------------
 
-    def trace(self, *inputs: Any, **kwargs: Any):
+    def trace(self, *inputs: Any, **kwargs: Any) -> Any:
         """Open a trace (see NNsight); prompts are checked at nnterp's boundary first.
 
         Raises:
@@ -411,7 +414,7 @@ def _switch_to_eager(model: torch.nn.Module) -> None:
     if getattr(config, "_attn_implementation", None) == "eager":
         return
     try:
-        model.set_attn_implementation("eager")
+        cast("PreTrainedModel", model).set_attn_implementation("eager")
     except Exception as error:  # noqa: BLE001 - surfaced as a typed error below
         raise InvalidInputError(
             f"enable_attention_probs=True needs eager attention, and switching this model to it "
@@ -433,4 +436,4 @@ def _postprocess_logits(logits: torch.Tensor, spec: ArchitectureSpec, config: An
     return logits
 
 
-__all__: Iterable[str] = ["StandardizedTransformer"]
+__all__: list[str] = ["StandardizedTransformer"]

@@ -11,6 +11,7 @@ Any failure raises `RenamingError` naming the architecture, the check and the fi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -73,8 +74,8 @@ def _hooked_forward(model: StandardizedTransformer, inputs: dict[str, torch.Tens
     seen: dict[str, Any] = {}
     handles = []
 
-    def recorder(name: str):
-        def hook(module, args, kwargs, output):
+    def recorder(name: str) -> Callable[[torch.nn.Module, tuple[Any, ...], dict[str, Any], Any], None]:
+        def hook(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
             if name in seen:  # a module called twice (shared weights): keep the first call
                 return
             first_input = args[0] if args else next(iter(kwargs.values()), None)
@@ -110,6 +111,8 @@ def _fail(model: StandardizedTransformer, check: str) -> RenamingError:
 
 def validate(model: StandardizedTransformer) -> None:
     """Check the standard tree and accessors of ``model``; raise `RenamingError` on failure."""
+    import nnsight  # lazily: importing this module must not load nnsight
+
     with_probs = model.attention_probabilities_enabled
     inputs = probe_inputs(model, 2 if with_probs else 1)
     expected = _hooked_forward(model, inputs)
@@ -119,23 +122,23 @@ def validate(model: StandardizedTransformer) -> None:
     try:
         with torch.no_grad(), model.trace(dict(inputs)):
             if model.paths["embed_tokens"]:
-                got["embed"] = (None, model.token_embeddings.save())
+                got["embed"] = (None, nnsight.save(model.token_embeddings))
             for index in sorted({0, last}):
-                layer_in = model.layers_input[index].save()
+                layer_in = nnsight.save(model.layers_input[index])
                 if model.paths["self_attn"]:
-                    attn_in = model.attentions_input[index].save()
+                    attn_in = nnsight.save(model.attentions_input[index])
                     if with_probs and index == 0:
                         probs = model.attention_probabilities[0]
-                        got["probs"] = (None, probs.clone().save())
+                        got["probs"] = (None, nnsight.save(probs.clone()))
                         edited = probs.clone()
                         edited[-1, :, 1:, 0] = 0
                         edited[-1] = edited[-1] / edited[-1].sum(dim=-1, keepdim=True)
                         model.attention_probabilities[0] = edited
-                    got[f"attn{index}"] = (attn_in, model.attentions_output[index].save())
+                    got[f"attn{index}"] = (attn_in, nnsight.save(model.attentions_output[index]))
                 if model.paths["mlp"]:
-                    got[f"mlp{index}"] = (model.mlps_input[index].save(), model.mlps_output[index].save())
-                got[f"layer{index}"] = (layer_in, model.layers_output[index].save())
-            got["logits"] = model.logits.save()
+                    got[f"mlp{index}"] = (nnsight.save(model.mlps_input[index]), nnsight.save(model.mlps_output[index]))
+                got[f"layer{index}"] = (layer_in, nnsight.save(model.layers_output[index]))
+            got["logits"] = nnsight.save(model.logits)
     except RenamingError:
         raise
     except Exception as error:

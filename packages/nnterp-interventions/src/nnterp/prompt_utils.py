@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Union
+from typing import TYPE_CHECKING, Any, Callable, Union, cast
 
 import torch
 from tqdm.auto import tqdm as progress_bar
@@ -91,8 +91,10 @@ class Prompt:
             InvalidInputError: two categories share a first token (unless allowed), or a word is empty.
         """
         if isinstance(target_strings, (str, list, tuple)):
-            target_strings = {"target": target_strings}
-        strings = {category: _words(words, f"category {category!r}") for category, words in target_strings.items()}
+            categories: Mapping[str, str | Sequence[str]] = {"target": target_strings}
+        else:  # a mapping (any other sequence fails on .items(), as it always did)
+            categories = cast("Mapping[str, str | Sequence[str]]", target_strings)
+        strings = {category: _words(words, f"category {category!r}") for category, words in categories.items()}
         tokens = {category: get_first_tokens(words, tokenizer) for category, words in strings.items()}
         built = cls(prompt, tokens, strings)
         if not allow_collisions:
@@ -149,8 +151,10 @@ def next_token_probs(model: StandardizedTransformer, prompts: str | list[str]) -
     Example:
         >>> next_token_probs(model, ["The capital of France is"]).shape   # (1, vocab)
     """
+    import nnsight  # lazily: importing this module must not load nnsight
+
     with model.trace(prompts):
-        probs = model.next_token_probs.float().cpu().save()
+        probs = nnsight.save(model.next_token_probs.float().cpu())
     return probs
 
 

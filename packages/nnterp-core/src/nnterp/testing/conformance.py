@@ -26,6 +26,9 @@ PROMPTS = ("The capital of France is", "Hello world", "The cat sat on the mat an
 
 PASS, FAIL, UNAVAILABLE = "pass", "fail", "unavailable"
 
+# The checks import nnsight when they run: this module is loaded by nnterp's pytest plugin,
+# and importing nnsight there (it mounts `.save` on every class) would break other plugins.
+
 
 def _encoding(model: Any, prompts: tuple[str, ...] = PROMPTS) -> dict[str, torch.Tensor]:
     encoding = model.tokenizer(list(prompts), return_tensors="pt", padding=True)
@@ -44,7 +47,13 @@ def _hooked(model: Any, encoding: dict[str, torch.Tensor]) -> tuple[dict, torch.
             if model.paths[part]:
                 parts[part] = layer.get_submodule(model.paths[part])
         for name, module in parts.items():
-            def hook(_module, args, kwargs, output, key=(name, index)):
+            def hook(
+                _module: torch.nn.Module,
+                args: tuple[Any, ...],
+                kwargs: dict[str, Any],
+                output: Any,
+                key: tuple[str, int] = (name, index),
+            ) -> None:
                 if key not in seen:
                     seen[key] = (args[0] if args else next(iter(kwargs.values()), None), output)
 
@@ -64,13 +73,15 @@ def _hooked(model: Any, encoding: dict[str, torch.Tensor]) -> tuple[dict, torch.
 
 def check_accessor_shapes(model: Any) -> None:
     """Every layer's input/output is (batch, seq, hidden); logits are (batch, seq, vocab)."""
+    import nnsight
+
     encoding = _encoding(model)
     batch, seq = encoding["input_ids"].shape
     outputs: list[torch.Tensor] = []
     with torch.no_grad(), model.trace(encoding):
         for index in range(model.num_layers):
-            outputs.append(model.layers_output[index].save())
-        logits = model.logits.save()
+            outputs.append(nnsight.save(model.layers_output[index]))
+        logits = nnsight.save(model.logits)
     for index, hidden in enumerate(outputs):
         assert tuple(hidden.shape) == (batch, seq, model.hidden_size), f"layer {index}: {tuple(hidden.shape)}"
     assert tuple(logits.shape) == (batch, seq, model.vocab_size), f"logits: {tuple(logits.shape)}"
@@ -78,18 +89,20 @@ def check_accessor_shapes(model: Any) -> None:
 
 def check_hooks_equality(model: Any) -> None:
     """Each accessor equals a plain forward hook on the HF module; logits equal the HF model's, exactly."""
+    import nnsight
+
     encoding = _encoding(model)
     seen, expected_logits = _hooked(model, encoding)
     got: dict[tuple[str, int], Any] = {}
     with torch.no_grad(), model.trace(encoding):
         for index in range(model.num_layers):
-            got[("layer_in", index)] = model.layers_input[index].save()
+            got[("layer_in", index)] = nnsight.save(model.layers_input[index])
             if model.paths["self_attn"]:
-                got[("self_attn", index)] = model.attentions_output[index].save()
+                got[("self_attn", index)] = nnsight.save(model.attentions_output[index])
             if model.paths["mlp"]:
-                got[("mlp", index)] = model.mlps_output[index].save()
-            got[("layer", index)] = model.layers_output[index].save()
-        logits = model.logits.save()
+                got[("mlp", index)] = nnsight.save(model.mlps_output[index])
+            got[("layer", index)] = nnsight.save(model.layers_output[index])
+        logits = nnsight.save(model.logits)
     for (name, index), value in got.items():
         if name == "layer_in":
             expected = seen[("layer", index)][0]
@@ -102,12 +115,14 @@ def check_hooks_equality(model: Any) -> None:
 
 def check_attention_probabilities(model: Any) -> None:
     """Probabilities sum to 1 over keys, and zeroing attention to token 0 changes the logits."""
+    import nnsight
+
     if not model.attention_probabilities_enabled:
         raise UnavailableComponentError("attention probabilities are not enabled for this model")
     encoding = _encoding(model, PROMPTS[:1])
     with torch.no_grad(), model.trace(encoding):
-        probs = model.attention_probabilities[-1].save()
-        clean = model.logits.save()
+        probs = nnsight.save(model.attention_probabilities[-1])
+        clean = nnsight.save(model.logits)
     sums = probs.float().sum(dim=-1)
     assert torch.allclose(sums, torch.ones_like(sums), atol=1e-4), "rows do not sum to 1"
     with torch.no_grad(), model.trace(encoding):
@@ -115,40 +130,46 @@ def check_attention_probabilities(model: Any) -> None:
         edited[:, :, 1:, 0] = 0
         edited = edited / edited.sum(dim=-1, keepdim=True)
         model.attention_probabilities[-1] = edited
-        after = model.logits.save()
+        after = nnsight.save(model.logits)
     assert not torch.allclose(clean[:, 1:], after[:, 1:]), "editing attention did not change the logits"
 
 
 def check_steering(model: Any) -> None:
     """Steering row 1 at the last layer changes its logits and leaves row 0 bit-identical."""
+    import nnsight
+
     encoding = _encoding(model, PROMPTS[:2])
     with torch.no_grad(), model.trace(encoding):
-        clean = model.logits.save()
+        clean = nnsight.save(model.logits)
     vector = torch.ones(model.hidden_size) * 10
     with torch.no_grad(), model.trace(encoding):
         model.steer(layers=[0, -1], steering_vector=vector, batch_index=1)
-        steered = model.logits.save()
+        steered = nnsight.save(model.logits)
     assert torch.equal(steered[0], clean[0]), "steering row 1 changed row 0"
     assert not torch.allclose(steered[1], clean[1]), "steering did not change the steered row"
 
 
 def check_layer_skipping(model: Any) -> None:
     """Skipping the last layer makes its output equal its input."""
+    import nnsight
+
     encoding = _encoding(model, PROMPTS[:1])
     with torch.no_grad(), model.trace(encoding):
-        entering = model.layers_input[-1].save()
+        entering = nnsight.save(model.layers_input[-1])
         model.skip_layer(-1)
-        leaving = model.layers_output[-1].save()
+        leaving = nnsight.save(model.layers_output[-1])
     assert torch.equal(entering, leaving), "skipped layer output differs from its input"
 
 
 def check_batching(model: Any) -> None:
     """A left-padded batch gives each prompt the logits it gets alone (at its real tokens)."""
+    import nnsight
+
     with torch.no_grad(), model.trace(_encoding(model)):
-        batch_logits = model.logits.save()
+        batch_logits = nnsight.save(model.logits)
     for row, prompt in enumerate(PROMPTS):
         with torch.no_grad(), model.trace(_encoding(model, (prompt,))):
-            alone = model.logits.save()
+            alone = nnsight.save(model.logits)
         length = alone.shape[1]
         torch.testing.assert_close(batch_logits[row, -length:], alone[0], atol=1e-4, rtol=1e-3)
 

@@ -67,7 +67,7 @@ def plot_patching_grid(
         y=list(range(num_layers)),
         colorscale=colorscale,
         zmid=0.0 if diverging else None,
-        zmin=-limit if diverging else None,
+        zmin=None if limit is None else -limit,
         zmax=limit,
         customdata=cell_data(
             spread(position_labels(labels, num_positions), shape, axis=1),

@@ -181,6 +181,7 @@ def steering_effect(
         >>> rows = steering_effect(model, "The food was", v, 12, [-2, 0, 2])
         >>> [round(row.positive, 3) for row in rows]
     """
+    import nnsight
     import torch
 
     from nnterp.prompt_utils import get_first_tokens
@@ -191,7 +192,7 @@ def steering_effect(
     for factor in factors:
         with torch.no_grad(), model.trace(prompt):
             model.steer(layers=layer, steering_vector=vector, factor=factor)
-            probs = model.next_token_probs.float().cpu().save()
+            probs = nnsight.save(model.next_token_probs.float().cpu())
         probs = probs[0]
         values, ids = probs.topk(top_k)
         rows.append(

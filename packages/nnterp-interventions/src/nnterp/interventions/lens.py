@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import nnsight
 import torch
 
 from nnterp.inputs import index_list
@@ -63,6 +64,6 @@ def logit_lens(
             picked = hidden[rows.to(hidden.device), columns.to(hidden.device)]
             logits = model.project_on_vocab(picked).float()
             projected[layer] = (logits if return_logits else logits.softmax(dim=-1)).cpu()
-        result = torch.stack([projected[layer] for layer in wanted], dim=1).save()
+        result = nnsight.save(torch.stack([projected[layer] for layer in wanted], dim=1))
         tracer.stop()
     return result[:, :, 0] if isinstance(idx, int) else result

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import nnsight
 import torch
 
 from nnterp.errors import InvalidInputError
@@ -52,7 +53,7 @@ def _plan(
     wanted = layer_list(model, layers)
     if (source_prompts is None) == (latents is None):
         raise InvalidInputError("pass exactly one of source_prompts or latents to a patchscope.")
-    if latents is None:
+    if source_prompts is not None:  # and so latents is None, checked just above
         latents = get_token_activations(model, source_prompts, idx=-1, layers=wanted).transpose(0, 1)
     else:
         latents = _given_latents(model, latents, wanted)
@@ -114,7 +115,7 @@ def patchscope_lens(
     for position, layer in enumerate(wanted):
         with model.trace(targets.prompts):
             _patch(model, layer, latents[:, position], targets)
-            probs = model.next_token_probs.float().cpu().save()
+            probs = nnsight.save(model.next_token_probs.float().cpu())
         per_layer.append(probs)
     return torch.stack(per_layer, dim=1)
 
@@ -153,8 +154,8 @@ def patchscope_generate(
     generations = {}
     for position, layer in enumerate(wanted):
         with model.generate(targets.prompts, max_new_tokens=max_new_tokens, **generate_kwargs) as tracer:
-            prompt_ids = model.input_ids.save()
+            prompt_ids = nnsight.save(model.input_ids)
             _patch(model, layer, latents[:, position], targets)
-            ids = tracer.result.save()
+            ids = nnsight.save(tracer.result)
         generations[layer] = ids[:, prompt_ids.shape[1]:].cpu()
     return generations

@@ -63,19 +63,24 @@ class TargetPromptBatch:
             )
 
     @classmethod
-    def from_prompts(cls, prompts: str | Sequence[str], index_to_patch: int | Sequence[int] | torch.Tensor):
+    def from_prompts(
+        cls, prompts: str | Sequence[str], index_to_patch: int | Sequence[int] | torch.Tensor
+    ) -> TargetPromptBatch:
         """A batch from prompt texts and one index for all or one per prompt."""
-        return cls(prompts, index_to_patch)
+        texts = [prompts] if isinstance(prompts, str) else list(prompts)
+        return cls(texts, torch.as_tensor(index_to_patch, dtype=torch.long))
 
     @classmethod
     def from_target_prompts(cls, target_prompts: Sequence[TargetPrompt]) -> TargetPromptBatch:
         """A batch holding ``target_prompts`` in order."""
-        return cls([t.prompt for t in target_prompts], [int(t.index_to_patch) for t in target_prompts])
+        indices = [int(t.index_to_patch) for t in target_prompts]
+        return cls([t.prompt for t in target_prompts], torch.as_tensor(indices, dtype=torch.long))
 
     @classmethod
     def from_target_prompt(cls, target_prompt: TargetPrompt, batch_size: int) -> TargetPromptBatch:
         """``target_prompt`` repeated ``batch_size`` times."""
-        return cls([target_prompt.prompt] * batch_size, [int(target_prompt.index_to_patch)] * batch_size)
+        indices = [int(target_prompt.index_to_patch)] * batch_size
+        return cls([target_prompt.prompt] * batch_size, torch.as_tensor(indices, dtype=torch.long))
 
     @staticmethod
     def auto(target: TargetPromptLike, batch_size: int) -> TargetPromptBatch:
