@@ -1,0 +1,1 @@
+"""Contrib architecture specs, one module per naming family."""

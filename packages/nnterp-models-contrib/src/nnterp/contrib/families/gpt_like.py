@@ -1,0 +1,165 @@
+"""GPT-style and other pre-Llama decoder naming (``transformer.h``, ``gpt_neox.layers``,
+OPT/XGLM/BART decoders).
+
+Older attention modules compute probabilities in their own code rather than through the
+attention interface, so several variants name the operation (or the dropout submodule)
+whose output multiplies the values.
+"""
+
+from __future__ import annotations
+
+from nnterp.spec import ArchitectureSpec
+
+#: GPT-2 naming (as core's GPT-2 spec): ``transformer.h[i].attn / .mlp``, ``transformer.ln_f``.
+GPT_LIKE = ArchitectureSpec(
+    name="gpt_like",
+    model_classes=("GPTBigCodeForCausalLM",),
+    layers="transformer.h",
+    self_attn="attn",
+    ln_final="transformer.ln_f",
+    embed_tokens="transformer.wte",
+)
+
+#: Rotary on part of each head: ``rotary_dim`` must fit the tiny head size (16).
+GPTJ = GPT_LIKE.with_classes("GPTJForCausalLM", "CodeGenForCausalLM", name="gptj", tiny_config={"rotary_dim": 8})
+
+#: GPT-Neo wraps its attention (``attn.attention``) and applies ``attn_dropout`` in ``_attn``.
+GPT_NEO = GPT_LIKE.with_classes(
+    "GPTNeoForCausalLM",
+    name="gpt_neo",
+    attention_probabilities=("self.attention", "self._attn", "self.attn_dropout"),
+)
+
+#: GPT-1: no final norm.
+OPENAI_GPT = GPT_LIKE.with_classes(
+    "OpenAIGPTLMHeadModel",
+    name="openai_gpt",
+    ln_final=None,
+    embed_tokens="transformer.tokens_embed",
+    attention_probabilities=("self._attn", "self.attn_dropout"),
+)
+
+#: BLOOM: ``self_attention``, ``word_embeddings``; ALiBi probabilities go through ``attention_dropout``.
+BLOOM = GPT_LIKE.with_classes(
+    "BloomForCausalLM",
+    name="bloom",
+    self_attn="self_attention",
+    embed_tokens="transformer.word_embeddings",
+    attention_probabilities=("self.attention_dropout",),
+)
+
+#: Falcon (rotary): the softmax output multiplies the values directly.
+FALCON = BLOOM.with_classes("FalconForCausalLM", name="falcon", attention_probabilities=("F.softmax",))
+
+MPT = GPT_LIKE.with_classes(
+    "MptForCausalLM",
+    name="mpt",
+    layers="transformer.blocks",
+    mlp="ffn",
+    ln_final="transformer.norm_f",
+    attention_probabilities=("nn.functional.dropout",),
+)
+
+CTRL = GPT_LIKE.with_classes(
+    "CTRLLMHeadModel",
+    name="ctrl",
+    self_attn="multi_head_attention",
+    mlp="ffn",
+    ln_final="transformer.layernorm",
+    embed_tokens="transformer.w",
+)
+
+GPT_NEOX = ArchitectureSpec(
+    name="gpt_neox",
+    model_classes=("GPTNeoXForCausalLM",),
+    layers="gpt_neox.layers",
+    self_attn="attention",
+    ln_final="gpt_neox.final_layer_norm",
+    embed_tokens="gpt_neox.embed_in",
+)
+
+GPT_NEOX_JAPANESE = GPT_NEOX.with_classes(
+    "GPTNeoXJapaneseForCausalLM",
+    name="gpt_neox_japanese",
+    layers="gpt_neox_japanese.layers",
+    ln_final="gpt_neox_japanese.final_layer_norm",
+    lm_head="embed_out",
+    embed_tokens="gpt_neox_japanese.embed_in",
+    attention_probabilities=("self._attn", "self.attention_dropout"),
+)
+
+#: fairseq-style decoder layers: ``self_attn`` then ``fc1``/``fc2`` with no MLP module.
+OPT = ArchitectureSpec(
+    name="opt",
+    model_classes=("OPTForCausalLM",),
+    layers="model.decoder.layers",
+    mlp=None,
+    ln_final="model.decoder.final_layer_norm",
+    embed_tokens="model.decoder.embed_tokens",
+    tiny_config={"word_embed_proj_dim": 64},
+)
+
+BIOGPT = OPT.with_classes(
+    "BioGptForCausalLM",
+    name="biogpt",
+    layers="biogpt.layers",
+    ln_final="biogpt.layer_norm",
+    lm_head="output_projection",
+    embed_tokens="biogpt.embed_tokens",
+    tiny_config={},
+)
+
+#: XGLM keeps its probabilities as (batch * heads, q, k) inside the attention: not exposed.
+XGLM = BIOGPT.with_classes(
+    "XGLMForCausalLM",
+    name="xglm",
+    layers="model.layers",
+    ln_final="model.layer_norm",
+    lm_head="lm_head",
+    embed_tokens="model.embed_tokens",
+    attention_probabilities=None,
+)
+
+#: The decoder half of BART-like seq2seq models, used alone as a causal LM.
+_SEQ2SEQ_TINY = {
+    "decoder_layers": 2,
+    "encoder_layers": 2,
+    "decoder_attention_heads": 4,
+    "encoder_attention_heads": 4,
+    "decoder_ffn_dim": 128,
+    "encoder_ffn_dim": 128,
+}
+BART_DECODER = OPT.with_classes(
+    "BartForCausalLM",
+    "BlenderbotSmallForCausalLM",
+    "MarianForCausalLM",
+    "PLBartForCausalLM",
+    name="bart_decoder",
+    ln_final=None,
+    tiny_config=_SEQ2SEQ_TINY,
+)
+
+#: MVP and TrOCR keep (batch * heads, q, k) probabilities, like XGLM: not exposed.
+MVP = BART_DECODER.with_classes("MvpForCausalLM", name="mvp", attention_probabilities=None)
+TROCR = MVP.with_classes("TrOCRForCausalLM", name="trocr", lm_head="output_projection")
+
+#: BigBird-Pegasus normalizes the decoder output with ``layernorm_embedding``.
+BIGBIRD_PEGASUS_DECODER = BART_DECODER.with_classes(
+    "BigBirdPegasusForCausalLM", name="bigbird_pegasus_decoder", ln_final="model.decoder.layernorm_embedding"
+)
+
+#: Pre-norm BART-like decoders: a final ``layer_norm``.
+MBART_DECODER = BART_DECODER.with_classes(
+    "MBartForCausalLM",
+    "PegasusForCausalLM",
+    "BlenderbotForCausalLM",
+    name="mbart_decoder",
+    ln_final="model.decoder.layer_norm",
+)
+
+WHISPER_DECODER = MBART_DECODER.with_classes("WhisperForCausalLM", name="whisper_decoder", lm_head="proj_out")
+
+SPECS = (
+    GPT_LIKE, GPTJ, GPT_NEO, OPENAI_GPT, BLOOM, FALCON, MPT, CTRL, GPT_NEOX, GPT_NEOX_JAPANESE, OPT,
+    BIOGPT, XGLM, BART_DECODER, MVP, TROCR, BIGBIRD_PEGASUS_DECODER, MBART_DECODER, WHISPER_DECODER,
+)

@@ -1,0 +1,223 @@
+"""Llama-style naming: ``model.layers[i].self_attn / .mlp``, ``model.norm``, ``lm_head``.
+
+Most transformers 5 decoders are written from Llama's template, so they share the paths and
+the attention-interface pattern: one base spec covers them, and each variant changes only
+what differs (the MLP's name, the final norm's name, logit post-processing, tiny-config
+fixes). Core itself registers Llama, Mistral, Qwen2/3 and Gemma 1-3 with the same paths.
+"""
+
+from __future__ import annotations
+
+from nnterp.spec import ArchitectureSpec
+
+#: Small expert counts and sizes for tiny mixture-of-experts models (names vary by family;
+#: a key a config does not use is ignored by it).
+MOE_TINY = {
+    "num_experts": 4,
+    "num_local_experts": 4,
+    "n_routed_experts": 4,
+    "n_shared_experts": 1,
+    "num_experts_per_tok": 2,
+    "moe_intermediate_size": 32,
+    "shared_expert_intermediate_size": 32,
+    "n_group": 1,
+    "topk_group": 1,
+}
+
+#: Sliding-window layers with their own head counts (Inkling), kept equal to the tiny model's.
+SWA_TINY = {"swa_num_attention_heads": 4, "swa_num_key_value_heads": 2, "swa_head_dim": 16}
+
+#: Multi-head latent attention (DeepSeek-V2 style): low-rank query/key-value projections and
+#: a rotary part of each head; keys are per head, so no grouped key-value heads.
+MLA_TINY = {
+    **MOE_TINY,
+    "num_key_value_heads": 4,
+    "q_lora_rank": 32,
+    "kv_lora_rank": 16,
+    "qk_rope_head_dim": 8,
+    "qk_nope_head_dim": 8,
+    "qk_head_dim": 16,
+    "v_head_dim": 16,
+    "head_dim": 8,
+    "first_k_dense_replace": 1,
+    "index_head_dim": 16,
+    "index_n_heads": 2,
+    "index_topk": 4,
+}
+
+#: Dense decoders with Llama's naming.
+LLAMA_LIKE = ArchitectureSpec(
+    name="llama_like",
+    model_classes=(
+        "ApertusForCausalLM",
+        "Apertus1p5TextForCausalLM",
+        "ArceeForCausalLM",
+        "BitNetForCausalLM",
+        "CwmForCausalLM",
+        "DiffLlamaForCausalLM",
+        "DogeForCausalLM",
+        "Emu3ForCausalLM",
+        "Ernie4_5ForCausalLM",
+        "Exaone4ForCausalLM",
+        "GlmForCausalLM",
+        "Glm4ForCausalLM",
+        "HeliumForCausalLM",
+        "HunYuanDenseV1ForCausalLM",
+        "HyperCLOVAXForCausalLM",
+        "Jais2ForCausalLM",
+        "MellumForCausalLM",
+        "MinistralForCausalLM",
+        "Ministral3ForCausalLM",
+        "MllamaForCausalLM",
+        "MoshiForCausalLM",
+        "NemotronForCausalLM",
+        "OlmoForCausalLM",
+        "Olmo2ForCausalLM",
+        "Olmo3ForCausalLM",
+        "Phi3ForCausalLM",
+        "Phi4MultimodalForCausalLM",
+        "SeedOssForCausalLM",
+        "SmolLM3ForCausalLM",
+        "StableLmForCausalLM",
+        "Starcoder2ForCausalLM",
+    ),
+)
+
+#: Mixture-of-experts decoders with Llama's naming (``mlp`` is the MoE block).
+LLAMA_MOE = LLAMA_LIKE.with_classes(
+    "AfmoeForCausalLM",
+    "AriaTextForCausalLM",
+    "Dots1ForCausalLM",
+    "Ernie4_5_MoeForCausalLM",
+    "ExaoneMoeForCausalLM",
+    "FlexOlmoForCausalLM",
+    "Glm4MoeForCausalLM",
+    "HunYuanMoEV1ForCausalLM",
+    "HYV3ForCausalLM",
+    "Kolibri1ForCausalLM",
+    "MiMoV2FlashForCausalLM",
+    "MiniMaxForCausalLM",
+    "MiniMaxM2ForCausalLM",
+    "MiniMaxM3VLForCausalLM",
+    "MixtralForCausalLM",
+    "OlmoeForCausalLM",
+    "PhimoeForCausalLM",
+    "Qwen2MoeForCausalLM",
+    "Qwen3MoeForCausalLM",
+    "SolarOpenForCausalLM",
+    "ZayaForCausalLM",
+    name="llama_moe",
+    tiny_config=MOE_TINY,
+)
+
+#: Learned attention sinks: the probabilities over the real keys sum to less than 1.
+SINKS_MOE = LLAMA_MOE.with_classes("GptOssForCausalLM", "FlintForCausalLM", name="sinks_moe", attention_sinks=True)
+
+#: Per-layer head counts, stored separately from ``num_attention_heads``: kept equal in the
+#: tiny model so that every layer has the configured heads.
+PER_LAYER_HEADS_MOE = LLAMA_MOE.with_classes(
+    "LagunaForCausalLM",
+    name="per_layer_heads_moe",
+    tiny_config={**MOE_TINY, "num_attention_heads_per_layer": [4, 4]},
+)
+
+#: Inkling: sliding-window layers with their own heads; the final hidden state is divided
+#: by a muP width multiplier before the head.
+INKLING = LLAMA_MOE.with_classes(
+    "InklingForCausalLM",
+    name="inkling",
+    logits_postprocess=(("divide", "logits_mup_width_multiplier"),),
+    tiny_config={**MOE_TINY, **SWA_TINY},
+)
+
+#: Multi-head latent attention decoders (DeepSeek-V2/V3 and their descendants).
+MLA = LLAMA_LIKE.with_classes(
+    "AXK1ForCausalLM",
+    "AXK2ForCausalLM",
+    "DeepseekV2ForCausalLM",
+    "DeepseekV3ForCausalLM",
+    "DeepseekV32ForCausalLM",
+    "Glm4MoeLiteForCausalLM",
+    "GlmMoeDsaForCausalLM",
+    "YoutuForCausalLM",
+    name="mla",
+    tiny_config=MLA_TINY,
+)
+
+#: MiniCPM3 divides the final hidden state by ``logits_scaling`` before the head.
+MINICPM3 = MLA.with_classes(
+    "MiniCPM3ForCausalLM", name="minicpm3", logits_postprocess=(("divide", "logits_scaling"),)
+)
+
+#: Final logits multiplied by ``config.logit_scale`` (Cohere).
+COHERE = LLAMA_LIKE.with_classes(
+    "CohereForCausalLM",
+    "Cohere2ForCausalLM",
+    name="cohere",
+    logits_postprocess=(("multiply", "logit_scale"),),
+)
+COHERE_MOE = COHERE.with_classes("Cohere2MoeForCausalLM", name="cohere_moe", tiny_config=MOE_TINY)
+
+#: Final logits divided by ``config.logits_scaling`` (Granite).
+GRANITE = LLAMA_LIKE.with_classes(
+    "GraniteForCausalLM",
+    name="granite",
+    logits_postprocess=(("divide", "logits_scaling"),),
+)
+
+#: Granite with sliding windows: the eager attention calls ``F.dropout``.
+GRANITE_SWA = GRANITE.with_classes(
+    "GraniteSWAForCausalLM", name="granite_swa", attention_probabilities=("attention_interface", "F.dropout")
+)
+
+#: Granite MoE: the MoE block is ``block_sparse_moe``.
+GRANITE_MOE = GRANITE.with_classes(
+    "GraniteMoeForCausalLM",
+    "GraniteMoeSharedForCausalLM",
+    name="granite_moe",
+    mlp="block_sparse_moe",
+    tiny_config=MOE_TINY,
+)
+
+GRANITE_MOE_SWA = GRANITE_MOE.with_classes(
+    "GraniteMoeSWAForCausalLM", name="granite_moe_swa", attention_probabilities=GRANITE_SWA.attention_probabilities
+)
+
+#: Gemma-style final-logit soft-capping.
+SOFTCAPPED = LLAMA_LIKE.with_classes(
+    "BeamForCausalLM",
+    "NanoChatForCausalLM",
+    "VaultGemmaForCausalLM",
+    name="softcapped",
+    logits_postprocess=(("softcap", "final_logit_softcapping"),),
+)
+
+#: Inkling 2: soft-capped logits over an unpadded head, learned (input-dependent) attention
+#: sinks. Its final hidden state mixes the residual streams of earlier blocks, so a lens of the
+#: last layer output is not the model's logits.
+INKLING2 = SOFTCAPPED.with_classes(
+    "Inkling2ForCausalLM",
+    "Inkling2LoopForCausalLM",
+    name="inkling2",
+    attention_sinks=True,
+    tiny_config={**MOE_TINY, "unpadded_vocab_size": 512, **SWA_TINY},
+)
+
+#: The MLP (or MoE) block is named ``feed_forward``.
+FEED_FORWARD = LLAMA_LIKE.with_classes("Llama4ForCausalLM", name="feed_forward", mlp="feed_forward", tiny_config=MOE_TINY)
+
+#: The final norm is ``model.final_layernorm``.
+FINAL_LAYERNORM = LLAMA_LIKE.with_classes(
+    "PhiForCausalLM",
+    "PersimmonForCausalLM",
+    name="final_layernorm",
+    ln_final="model.final_layernorm",
+)
+
+#: JetMoE: the (mixture-of-heads) attention is ``self_attention``.
+JETMOE = LLAMA_LIKE.with_classes("JetMoeForCausalLM", name="jetmoe", self_attn="self_attention", tiny_config=MOE_TINY)
+
+SPECS = (
+    LLAMA_LIKE, LLAMA_MOE, SINKS_MOE, PER_LAYER_HEADS_MOE, INKLING, MLA, MINICPM3, COHERE, COHERE_MOE, GRANITE, GRANITE_SWA,
+    GRANITE_MOE, GRANITE_MOE_SWA, SOFTCAPPED, INKLING2, FEED_FORWARD, FINAL_LAYERNORM, JETMOE,
+)
