@@ -46,10 +46,32 @@ def find_call(source: Any, dotted: str) -> Any:
     )
 
 
-def locate_probabilities(attention_envoy: Any, chain: tuple[str, ...] | None, layer: int) -> Any:
-    """The ``SourceEnvoy`` whose output is layer ``layer``'s attention probabilities.
+def submodule_envoy(owner: Any, dotted: str) -> Any:
+    """The envoy of submodule ``dotted`` (``"self.attn_dropout"``) of ``owner``, or ``None``.
 
-    ``chain`` names the calls to drill through (see ``ArchitectureSpec.attention_probabilities``).
+    ``self.<path>`` names a submodule of the module whose forward is being read; a call of a
+    submodule is reached through its envoy (its ``.source``, or its ``.output``), not through
+    the caller's source.
+    """
+    if owner is None or not dotted.startswith("self."):
+        return None
+    path = dotted[len("self.") :]
+    try:
+        owner._module.get_submodule(path)
+    except AttributeError:
+        return None
+    envoy = owner
+    for part in path.split("."):
+        envoy = getattr(envoy, part)
+    return envoy
+
+
+def locate_probabilities(attention_envoy: Any, chain: tuple[str, ...] | None, layer: int) -> Any:
+    """The ``SourceEnvoy`` (or module envoy) whose output is layer ``layer``'s attention probabilities.
+
+    ``chain`` names the calls to drill through (see ``ArchitectureSpec.attention_probabilities``):
+    each is a function or method call found in the previous step's source, or a submodule
+    (``"self.attention"``, ``"self.attn_dropout"``) of the module whose forward is read.
     Must be called inside a trace (nested ``.source`` resolves the live callable).
     """
     if chain is None:
@@ -57,9 +79,19 @@ def locate_probabilities(attention_envoy: Any, chain: tuple[str, ...] | None, la
             "this architecture's attention computes no explicit probabilities "
             "(its spec sets attention_probabilities=None)"
         )
-    source = attention_envoy.source
+    owner = attention_envoy  # the module whose forward (or method) is being read; None in a free function
+    source = None
     operation = None
     for depth, dotted in enumerate(chain):
+        last = depth == len(chain) - 1
+        envoy = submodule_envoy(owner, dotted)
+        if envoy is not None:
+            if last:
+                return envoy
+            owner, source = envoy, None
+            continue
+        if source is None:
+            source = owner.source
         try:
             operation = find_call(source, dotted)
         except LookupError as error:
@@ -68,6 +100,8 @@ def locate_probabilities(attention_envoy: Any, chain: tuple[str, ...] | None, la
                 f"enable_attention_probs=True (eager attention), or fix the spec's "
                 f"attention_probabilities chain {chain!r}."
             ) from None
-        if depth < len(chain) - 1:
+        if not last:
+            if not dotted.startswith("self."):
+                owner = None
             source = operation.source
     return operation

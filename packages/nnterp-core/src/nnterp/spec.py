@@ -84,6 +84,8 @@ class ArchitectureSpec:
             positions are not rotary (GPT-2).
         num_kv_heads_keys: config attribute names giving the number of key/value heads; used
             only when the projections' sizes cannot tell (fused ``"interleaved_heads"``).
+        attention_sinks: The attention has learned sinks (extra softmax logits that attend to
+            nothing, as in gpt-oss): the probabilities over the real keys sum to at most 1.
     """
 
     name: str
@@ -109,6 +111,7 @@ class ArchitectureSpec:
     o_proj: PathSpec = "o_proj"
     rotary_embedding: str | None = "apply_rotary_pos_emb"
     num_kv_heads_keys: tuple[str, ...] = ("num_key_value_heads", "num_kv_heads", "n_head_kv")
+    attention_sinks: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.model_classes, str):

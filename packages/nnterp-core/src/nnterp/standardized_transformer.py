@@ -144,11 +144,12 @@ class StandardizedTransformer(TransformersModel):
         self.keys_rotated = HeadsAccessor(self, "keys_rotated")
         self.heads_output = HeadsAccessor(self, "heads_output")
 
-        from nnterp.validation import detect_output_structure, validate
+        from nnterp.validation import detect_output_structure, hooked_probe, validate
 
-        self.output_structure = detect_output_structure(self)
+        probe = hooked_probe(self)
+        self.output_structure = detect_output_structure(probe)
         if check_renaming:
-            validate(self)
+            validate(self, probe)
         from nnterp.status import warn_if_untested
 
         warn_if_untested(self)

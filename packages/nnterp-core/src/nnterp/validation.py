@@ -94,10 +94,23 @@ def _hooked_forward(model: StandardizedTransformer, inputs: dict[str, torch.Tens
     return seen
 
 
-def detect_output_structure(model: StandardizedTransformer) -> OutputStructure:
-    """Run one plain forward to learn whether layers return tuples."""
-    seen = _hooked_forward(model, probe_inputs(model, 1))
-    return OutputStructure(layer_returns_tuple=isinstance(seen["layer0"][1], (tuple, list)))
+@dataclass(frozen=True)
+class Probe:
+    """One plain forward of the probe inputs, with what the hooked HF modules saw."""
+
+    inputs: dict[str, torch.Tensor]
+    seen: dict[str, Any]
+
+
+def hooked_probe(model: StandardizedTransformer) -> Probe:
+    """Run the plain HF model once on the probe inputs, hooking the standard parts."""
+    inputs = probe_inputs(model, 1)
+    return Probe(inputs, _hooked_forward(model, inputs))
+
+
+def detect_output_structure(probe: Probe) -> OutputStructure:
+    """Whether layers return tuples, from a `hooked_probe`."""
+    return OutputStructure(layer_returns_tuple=isinstance(probe.seen["layer0"][1], (tuple, list)))
 
 
 def _fail(model: StandardizedTransformer, check: str) -> RenamingError:
@@ -109,13 +122,17 @@ def _fail(model: StandardizedTransformer, check: str) -> RenamingError:
     )
 
 
-def validate(model: StandardizedTransformer) -> None:
-    """Check the standard tree and accessors of ``model``; raise `RenamingError` on failure."""
+def validate(model: StandardizedTransformer, probe: Probe) -> None:
+    """Check the standard tree and accessors of ``model`` against a `hooked_probe` of it.
+
+    Raises:
+        RenamingError: a part is missing, an accessor has the wrong shape or differs from the
+            plain hook, or attention probabilities are not distributions / edits do nothing.
+    """
     import nnsight  # lazily: importing this module must not load nnsight
 
     with_probs = model.attention_probabilities_enabled
-    inputs = probe_inputs(model, 2 if with_probs else 1)
-    expected = _hooked_forward(model, inputs)
+    inputs, expected = probe.inputs, probe.seen
     batch, seq = inputs["input_ids"].shape
     last = model.num_layers - 1
     got: dict[str, Any] = {}
@@ -128,24 +145,27 @@ def validate(model: StandardizedTransformer) -> None:
                 if model.paths["self_attn"]:
                     attn_in = nnsight.save(model.attentions_input[index])
                     if with_probs and index == 0:
-                        probs = model.attention_probabilities[0]
-                        got["probs"] = (None, nnsight.save(probs.clone()))
-                        edited = probs.clone()
-                        edited[-1, :, 1:, 0] = 0
-                        edited[-1] = edited[-1] / edited[-1].sum(dim=-1, keepdim=True)
-                        model.attention_probabilities[0] = edited
+                        got["probs"] = (None, nnsight.save(model.attention_probabilities[0].clone()))
                     got[f"attn{index}"] = (attn_in, nnsight.save(model.attentions_output[index]))
                 if model.paths["mlp"]:
                     got[f"mlp{index}"] = (nnsight.save(model.mlps_input[index]), nnsight.save(model.mlps_output[index]))
                 got[f"layer{index}"] = (layer_in, nnsight.save(model.layers_output[index]))
             got["logits"] = nnsight.save(model.logits)
+        if with_probs:
+            # Edited in a forward of its own: an edit in one row can change another row's
+            # numerics (mixture-of-experts layers route the whole batch's tokens together).
+            with torch.no_grad(), model.trace(dict(inputs)):
+                edited = model.attention_probabilities[0].clone()
+                edited[:, :, 1:, 0] = 0
+                edited = edited / edited.sum(dim=-1, keepdim=True)
+                model.attention_probabilities[0] = edited
+                edited_logits = nnsight.save(model.logits)
     except RenamingError:
         raise
     except Exception as error:
         raise _fail(model, f"reading the standard accessors raised {error!r}") from error
 
     hidden = model.hidden_size
-    rows = slice(0, 1)  # row 0 is never edited
     for name, pair in got.items():
         if name in ("logits", "probs"):
             continue
@@ -154,12 +174,12 @@ def validate(model: StandardizedTransformer) -> None:
         expected_out = first_tensor(expected_out)
         if name.startswith(("layer", "embed")) and tuple(value_out.shape) != (batch, seq, hidden):
             raise _fail(model, f"{name} output has shape {tuple(value_out.shape)}, expected {(batch, seq, hidden)}")
-        if not torch.equal(value_out[rows], expected_out[rows]):
+        if not torch.equal(value_out, expected_out):
             raise _fail(model, f"{name} output differs from a plain forward hook on the HF module")
         if value_in is not None and isinstance(expected_in, torch.Tensor):
-            if not torch.equal(value_in[rows], expected_in[rows]):
+            if not torch.equal(value_in, expected_in):
                 raise _fail(model, f"{name} input differs from a plain forward hook on the HF module")
-    if not torch.equal(got["logits"][rows], expected["logits"][rows]):
+    if not torch.equal(got["logits"], expected["logits"]):
         raise _fail(model, "logits differ from the plain HF model's")
     if with_probs:
         probs = got["probs"][1]
@@ -169,7 +189,10 @@ def validate(model: StandardizedTransformer) -> None:
         if heads is not None and probs.shape[1] != heads:
             raise _fail(model, f"attention probabilities have {probs.shape[1]} heads, the config says {heads}")
         sums = probs.float().sum(dim=-1)
-        if not torch.allclose(sums, torch.ones_like(sums), atol=1e-3):
+        if model.spec.attention_sinks:
+            if not bool(((sums > 0) & (sums <= 1 + 1e-3)).all()):
+                raise _fail(model, "attention probabilities (with sinks) do not sum to at most 1 over keys")
+        elif not torch.allclose(sums, torch.ones_like(sums), atol=1e-3):
             raise _fail(model, "attention probabilities do not sum to 1 over keys")
-        if torch.equal(got["logits"][-1], got["logits"][0]):
+        if torch.equal(edited_logits, got["logits"]):
             raise _fail(model, "editing the attention probabilities did not change the logits")

@@ -96,19 +96,28 @@ def tiny_config(model_type: str, **overrides: Any) -> Any:
     """A small config for ``model_type`` (a key of transformers' causal-LM mapping).
 
     Generic small sizes are set on every attribute the config has; the architecture spec's
-    ``tiny_config`` and ``overrides`` are applied on top.
+    ``tiny_config`` and ``overrides`` are applied on top. Sub-configs of composite models
+    (``text_config``, ``vision_config``, ...) get the same values, where they have the attribute.
     """
     from transformers import AutoConfig
 
     config = AutoConfig.for_model(model_type)
     values = {**GENERIC_TINY_CONFIG, **overrides}
+    _set_values(config, values, forced=overrides)
+    for name in getattr(config, "sub_configs", None) or {}:
+        sub_config = getattr(config, name, None)
+        if sub_config is not None and hasattr(sub_config, "to_dict"):
+            _set_values(sub_config, values, forced=())
+    return config
+
+
+def _set_values(config: Any, values: dict[str, Any], forced: Any) -> None:
     for key, value in values.items():
-        if key in overrides or hasattr(config, key):
+        if key in forced or hasattr(config, key):
             try:
                 setattr(config, key, copy.deepcopy(value))
             except Exception:  # noqa: BLE001 - some configs guard attributes; keep their value
                 pass
-    return config
 
 
 def tiny_model(
