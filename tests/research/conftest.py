@@ -10,23 +10,8 @@ import functools
 import warnings
 
 import pytest
-from nnterp import ArchitectureSpec, StandardizedTransformer
+from nnterp import StandardizedTransformer
 from nnterp.testing import tiny_model, tiny_tokenizer
-
-GPT_NEOX = ArchitectureSpec(
-    name="gpt_neox",
-    model_classes=("GPTNeoXForCausalLM",),
-    layers="gpt_neox.layers",
-    self_attn="attention",
-    ln_final="gpt_neox.final_layer_norm",
-    embed_tokens="gpt_neox.embed_in",
-    q_proj=None,
-    k_proj=None,
-    v_proj=None,
-    qkv_proj="query_key_value",
-    qkv_layout="interleaved_heads",
-    o_proj="dense",
-)
 
 #: The three families every tool is tested on.
 MODEL_TYPES = ["llama", "gpt2", "gpt_neox"]
@@ -35,10 +20,9 @@ MODEL_TYPES = ["llama", "gpt2", "gpt_neox"]
 def build(model_type: str, **kwargs):
     """(StandardizedTransformer, the same HF model object) for a tiny ``model_type``."""
     hf_model = tiny_model(model_type)
-    spec = GPT_NEOX if model_type == "gpt_neox" else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = StandardizedTransformer(hf_model, tiny_tokenizer(), spec=spec, **kwargs)
+        model = StandardizedTransformer(hf_model, tiny_tokenizer(), **kwargs)
     return model, hf_model
 
 

@@ -76,6 +76,12 @@ GPT_NEOX = ArchitectureSpec(
     self_attn="attention",
     ln_final="gpt_neox.final_layer_norm",
     embed_tokens="gpt_neox.embed_in",
+    q_proj=None,
+    k_proj=None,
+    v_proj=None,
+    qkv_proj="query_key_value",
+    qkv_layout="interleaved_heads",
+    o_proj="dense",
 )
 
 GPT_NEOX_JAPANESE = GPT_NEOX.with_classes(
