@@ -84,6 +84,10 @@ class ArchitectureSpec:
             positions are not rotary (GPT-2).
         num_kv_heads_keys: config attribute names giving the number of key/value heads; used
             only when the projections' sizes cannot tell (fused ``"interleaved_heads"``).
+        position_ids_from_mask: Left-padded batches get position ids counted from each row's
+            first real token (nnsight supplies them). ``False`` for models that derive
+            positions from the padded ``input_ids`` themselves (RoBERTa's ``padding_idx``
+            convention), which must receive none.
         attention_sinks: The attention has learned sinks (extra softmax logits that attend to
             nothing, as in gpt-oss): the probabilities over the real keys sum to at most 1.
     """
@@ -112,6 +116,7 @@ class ArchitectureSpec:
     rotary_embedding: str | None = "apply_rotary_pos_emb"
     num_kv_heads_keys: tuple[str, ...] = ("num_key_value_heads", "num_kv_heads", "n_head_kv")
     attention_sinks: bool = False
+    position_ids_from_mask: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.model_classes, str):

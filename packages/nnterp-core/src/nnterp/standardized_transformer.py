@@ -380,6 +380,17 @@ class StandardizedTransformer(TransformersModel):
 
     # -- tracing ----------------------------------------------------------------------------
 
+    def _batch(self, invokes: list, fn: Any) -> tuple:
+        batched = super()._batch(invokes, fn)
+        if self.spec.position_ids_from_mask or not isinstance(batched, tuple) or len(batched) != 2:
+            return batched
+        args, kwargs = batched
+        if isinstance(kwargs, dict) and "position_ids" in kwargs:
+            given = any("position_ids" in invoke_kwargs for _, invoke_kwargs in invokes)
+            if not given:
+                kwargs = {key: value for key, value in kwargs.items() if key != "position_ids"}
+        return args, kwargs
+
     def trace(self, *inputs: Any, **kwargs: Any) -> Any:
         """Open a trace (see NNsight); prompts are checked at nnterp's boundary first.
 

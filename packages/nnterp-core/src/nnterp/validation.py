@@ -32,10 +32,13 @@ class OutputStructure:
     """Whether the HF layer module returns a tuple (hidden state first) or a bare tensor."""
 
     layer_returns_tuple: bool
+    layer_tuple_length: int = 1
 
     def wrap_layer_output(self, hidden: Any) -> Any:
-        """``hidden`` in the form the layer returns, for ``skip``."""
-        return (hidden,) if self.layer_returns_tuple else hidden
+        """``hidden`` in the form the layer returns, for ``skip`` (other tuple slots ``None``)."""
+        if not self.layer_returns_tuple:
+            return hidden
+        return (hidden, *([None] * (self.layer_tuple_length - 1)))
 
 
 def probe_inputs(model: StandardizedTransformer, batch: int) -> dict[str, torch.Tensor]:
@@ -110,7 +113,10 @@ def hooked_probe(model: StandardizedTransformer) -> Probe:
 
 def detect_output_structure(probe: Probe) -> OutputStructure:
     """Whether layers return tuples, from a `hooked_probe`."""
-    return OutputStructure(layer_returns_tuple=isinstance(probe.seen["layer0"][1], (tuple, list)))
+    output = probe.seen["layer0"][1]
+    if isinstance(output, (tuple, list)):
+        return OutputStructure(layer_returns_tuple=True, layer_tuple_length=len(output))
+    return OutputStructure(layer_returns_tuple=False)
 
 
 def _fail(model: StandardizedTransformer, check: str) -> RenamingError:

@@ -36,7 +36,7 @@ def _encoding(model: Any, prompts: tuple[str, ...] = PROMPTS) -> dict[str, torch
 
 
 def _hooked(model: Any, encoding: dict[str, torch.Tensor]) -> tuple[dict, torch.Tensor]:
-    """Plain HF forward (position ids from the mask, as nnsight supplies) with hooks on every part."""
+    """Plain HF forward (position ids from the mask where the spec says so) with hooks on every part."""
     hf = model._module
     layers = hf.get_submodule(model.paths["layers"])
     seen: dict[tuple[str, int], Any] = {}
@@ -60,7 +60,7 @@ def _hooked(model: Any, encoding: dict[str, torch.Tensor]) -> tuple[dict, torch.
             handles.append(module.register_forward_hook(hook, with_kwargs=True))
     kwargs = dict(encoding)
     mask = encoding["attention_mask"]
-    if not bool(mask.all()):
+    if not bool(mask.all()) and model.spec.position_ids_from_mask:
         kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
     try:
         with torch.no_grad():
@@ -124,7 +124,10 @@ def check_attention_probabilities(model: Any) -> None:
         probs = nnsight.save(model.attention_probabilities[-1])
         clean = nnsight.save(model.logits)
     sums = probs.float().sum(dim=-1)
-    assert torch.allclose(sums, torch.ones_like(sums), atol=1e-4), "rows do not sum to 1"
+    if model.spec.attention_sinks:
+        assert bool(((sums > 0) & (sums <= 1 + 1e-4)).all()), "rows (with sinks) do not sum to at most 1"
+    else:
+        assert torch.allclose(sums, torch.ones_like(sums), atol=1e-4), "rows do not sum to 1"
     with torch.no_grad(), model.trace(encoding):
         edited = model.attention_probabilities[-1].clone()
         edited[:, :, 1:, 0] = 0
@@ -135,7 +138,11 @@ def check_attention_probabilities(model: Any) -> None:
 
 
 def check_steering(model: Any) -> None:
-    """Steering row 1 at the last layer changes its logits and leaves row 0 bit-identical."""
+    """Steering row 1 at the last layer changes its logits and leaves row 0 bit-identical.
+
+    The last layer is steered so that no later layer can mix rows (mixture-of-experts routing
+    groups a batch's tokens, so a change in one row may legitimately move another's numbers).
+    """
     import nnsight
 
     encoding = _encoding(model, PROMPTS[:2])
@@ -143,7 +150,7 @@ def check_steering(model: Any) -> None:
         clean = nnsight.save(model.logits)
     vector = torch.ones(model.hidden_size) * 10
     with torch.no_grad(), model.trace(encoding):
-        model.steer(layers=[0, -1], steering_vector=vector, batch_index=1)
+        model.steer(layers=-1, steering_vector=vector, batch_index=1)
         steered = nnsight.save(model.logits)
     assert torch.equal(steered[0], clean[0]), "steering row 1 changed row 0"
     assert not torch.allclose(steered[1], clean[1]), "steering did not change the steered row"

@@ -92,6 +92,7 @@ ROBERTA_LIKE = under(
     ln_final=None,
     lm_head="lm_head",
     tiny_config=ENCODER_TINY,
+    position_ids_from_mask=False,
 )
 
 DATA2VEC_TEXT = under("data2vec_text", ROBERTA_LIKE, "Data2VecTextForCausalLM", name="data2vec_text")
@@ -99,6 +100,7 @@ DATA2VEC_TEXT = under("data2vec_text", ROBERTA_LIKE, "Data2VecTextForCausalLM", 
 BERT_GENERATION = ROBERTA_LIKE.with_classes(
     "BertGenerationDecoder",
     name="bert_generation",
+    position_ids_from_mask=True,
     layers="bert.encoder.layer",
     embed_tokens="bert.embeddings.word_embeddings",
 )
