@@ -110,7 +110,14 @@ def spec_pointing_at_missing_module(model):
     _load(tiny_model("llama"), tiny_tokenizer(), spec=bad)
 
 
+def colliding_prompt_targets(model):
+    from nnterp.prompt_utils import Prompt
+
+    Prompt.from_strings("The capital of France is", {"target": "Paris", "trap": "Paris"}, model.tokenizer)
+
+
 CASES = [
+    (colliding_prompt_targets, InvalidInputError, "allow_collisions=True"),
     (empty_prompt_list, InvalidInputError, "at least one prompt"),
     (empty_prompt_list_collect, InvalidInputError, "at least one prompt"),
     (empty_string, InvalidInputError, "give it text"),
