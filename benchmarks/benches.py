@@ -13,7 +13,7 @@ from typing import Any
 
 import harness
 import workloads as w
-from report import MiB, MemoryRow, Row
+from report import MemoryRow, MiB, Row
 
 TITLES = {
     "a": "one trace, every layer's output at the last token",
@@ -133,20 +133,20 @@ def collect_worker(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     source = w.ModelSource(args.kind, args.path)
     if args.variant == "ours":
-        import nnterp.nnsight_utils  # noqa: F401 - imported before the base RSS is read
+        import nnterp.nnsight_utils
         import nnterp.standardized_transformer  # noqa: F401
 
         base_rss = harness.rss_bytes()
         model = w.load_ours(source)
         module = model._module
-        run = lambda prompts: w.collect_ours(model, prompts)  # noqa: E731
+        run = lambda prompts: w.collect_ours(model, prompts)
     else:
         import transformers  # noqa: F401
 
         base_rss = harness.rss_bytes()
         hf_model, tokenizer = w.load_baseline(source)
         module = hf_model
-        run = lambda prompts: w.collect_baseline(hf_model, tokenizer, prompts)  # noqa: E731
+        run = lambda prompts: w.collect_baseline(hf_model, tokenizer, prompts)
     prompts = json.loads(Path(args.prompts_file).read_text())
     run(prompts[: w.BATCH_SIZE])
     gc.collect()
@@ -182,7 +182,7 @@ def _run_collect(variant: str, source: w.ModelSource, threads: int, prompts_file
     ]
     if save is not None:
         command += ["--save", str(save)]
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"benchmark (b) {variant} worker failed:\n{done.stdout}\n{done.stderr}")
@@ -209,8 +209,8 @@ def bench_b(
     while plan.wants_more(len(runs["ours"]), time.perf_counter() - started, last_pair_s):
         pair_started = time.perf_counter()
         first = not runs["ours"]
-        for variant in runs:
-            runs[variant].append(_run_collect(variant, source, threads, prompts_file, saved[variant] if first else None))
+        for variant, reports in runs.items():
+            reports.append(_run_collect(variant, source, threads, prompts_file, saved[variant] if first else None))
         last_pair_s = time.perf_counter() - pair_started
     ours_result, baseline_result = torch.load(saved["ours"]), torch.load(saved["baseline"])
     difference = w.check_close("b", ours_result, baseline_result, per_vector=True)
@@ -264,7 +264,7 @@ print("RESULT", seconds, cpu_seconds, peak)
 
 def _time_import(statement: str) -> tuple[float, float, int]:
     done = subprocess.run(
-        [sys.executable, "-c", _IMPORT_PROBE.format(statement=statement)], capture_output=True, text=True
+        [sys.executable, "-c", _IMPORT_PROBE.format(statement=statement)], capture_output=True, text=True, check=False
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:

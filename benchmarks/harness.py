@@ -17,8 +17,8 @@ import os
 import re
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 MiB = 1024 * 1024
 
@@ -94,7 +94,7 @@ def measure_once(function: Callable[[], object], record: Measured) -> object:
 def interleaved(
     ours: Callable[[], object],
     baseline: Callable[[], object],
-    plan: "Plan",
+    plan: Plan,
     warmup: int = 1,
 ) -> tuple[Measured, Measured]:
     """Time ``ours`` and ``baseline`` alternately, after ``warmup`` runs of each: at least

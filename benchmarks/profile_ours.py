@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import harness  # noqa: E402
+import harness
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,16 +36,16 @@ def main(argv: list[str] | None = None) -> int:
 
     source = w.tiny_source() if args.tiny else w.real_source()
     if args.bench == "d":
-        work = lambda: w.load_ours(source)  # noqa: E731
+        work = lambda: w.load_ours(source)
     else:
         model = w.load_ours(source)
         if args.bench == "a":
-            work = lambda: w.last_token_all_layers_ours(model, w.SINGLE_PROMPT)  # noqa: E731
+            work = lambda: w.last_token_all_layers_ours(model, w.SINGLE_PROMPT)
         elif args.bench == "b":
             prompts = w.mixed_prompts(w.load_tokenizer(source), 8 * w.BATCH_SIZE)
-            work = lambda: w.collect_ours(model, prompts)  # noqa: E731
+            work = lambda: w.collect_ours(model, prompts)
         else:
-            work = lambda: w.logit_lens_ours(model, w.LENS_PROMPTS)  # noqa: E731
+            work = lambda: w.logit_lens_ours(model, w.LENS_PROMPTS)
     work()
     gc.collect()
     try:

@@ -171,8 +171,10 @@ def markdown(rows: list[Row], memory: list[MemoryRow], env: dict[str, str]) -> s
     if memory:
         lines += [
             "",
-            "| model | (b) variant | RSS before load | RSS loaded | peak RSS | model | results | "
-            "(model + peak - loaded) / (model + results) | target | result |",
+            (
+                "| model | (b) variant | RSS before load | RSS loaded | peak RSS | model | results | "
+                "(model + peak - loaded) / (model + results) | target | result |"
+            ),
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for entry in memory:

@@ -2,7 +2,7 @@
 
 Run from the repository root (CPU, float32, torch threads = cores by default):
 
-    python benchmarks/run.py                 # real SmolLM2-135M, then the tiny model
+    python benchmarks/run.py                 # tiny model, imports, then the real SmolLM2-135M
     python benchmarks/run.py --quick --tiny  # the smoke run the tests use (well under a minute)
     python benchmarks/run.py --real --only a,c --markdown table.md --json results.json
 
@@ -36,8 +36,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import harness  # noqa: E402
-import report  # noqa: E402
+import harness
+import report
 
 Plan = harness.Plan
 # Interleaved pairs per benchmark: (full run, --quick). Plan(least, most, budget_s): at least
@@ -160,7 +160,7 @@ def _imports(args: argparse.Namespace, rows: list[report.Row], progress) -> None
     progress("e done")
 
 
-def _one_model(args, kind, wanted, workdir, rows, memory, progress, deadline) -> None:  # noqa: ANN001
+def _one_model(args, kind, wanted, workdir, rows, memory, progress, deadline) -> None:
     """Benchmarks a-d on one model; (b) last, repeated while the run's deadline allows."""
     import benches
     import workloads as w

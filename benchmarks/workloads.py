@@ -46,7 +46,7 @@ LENS_PROMPTS = [
 ]
 
 # Words for the generated prompts of (b); any plain English words would do.
-_WORDS = (
+_WORDS = (  # noqa: SIM905 - a paragraph reads better than a list
     "the a of and to in is was for on with as by at from that this it be are were not or have "
     "has had which one all their there time year people way day man woman child world life hand "
     "part place case week company system program question work government number night point "
@@ -54,10 +54,10 @@ _WORDS = (
     "business issue side kind head house service friend father power hour game line end member "
     "law car city community name president team minute idea kid body information back parent "
     "face others level office door health person art war history party result change morning "
-    "reason research girl guy moment air teacher force education small large long little old "
-    "new good great high different important early young bright quiet river mountain garden "
-    "window paper music science table forest bridge winter summer language animal market "
-    "ran walked looked found gave told asked wrote spoke built opened closed carried watched"
+    "reason research girl guy moment air teacher force education small large long little old new "
+    "good great high different important early young bright quiet river mountain garden window "
+    "paper music science table forest bridge winter summer language animal market ran walked "
+    "looked found gave told asked wrote spoke built opened closed carried watched"
 ).split()
 
 
