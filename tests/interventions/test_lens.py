@@ -31,12 +31,14 @@ def test_every_layer_matches_a_hand_unembedding(pair, hf_run, unembed, prompts):
 
 
 def test_layer_subset_keeps_the_requested_order(model, prompts):
+    # All layers are unembedded in one matmul, so a different layer count may round differently.
     full = logit_lens(model, prompts)
     subset = logit_lens(model, prompts, layers=[1, 0])
     assert subset.shape == (len(prompts), 2, model.vocab_size)
-    assert torch.equal(subset[:, 0], full[:, 1])
-    assert torch.equal(subset[:, 1], full[:, 0])
-    assert torch.equal(logit_lens(model, prompts, layers=-1)[:, 0], full[:, -1])
+    assert not torch.allclose(full[:, 0], full[:, 1], atol=1e-4)
+    torch.testing.assert_close(subset[:, 0], full[:, 1], atol=1e-7, rtol=0)
+    torch.testing.assert_close(subset[:, 1], full[:, 0], atol=1e-7, rtol=0)
+    torch.testing.assert_close(logit_lens(model, prompts, layers=-1)[:, 0], full[:, -1], atol=1e-7, rtol=0)
 
 
 def test_positions_count_within_each_prompt(pair, hf_run, unembed, prompts):

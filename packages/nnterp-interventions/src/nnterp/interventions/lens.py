@@ -31,8 +31,9 @@ def logit_lens(
     """Next-token distribution of every layer's output, through ``ln_final`` and ``lm_head``.
 
     Each layer's residual stream at the chosen position(s) is unembedded with
-    ``model.project_on_vocab`` (so the last layer gives exactly the model's own logits). Only
-    those positions are projected, and the forward stops after the last layer needed.
+    ``model.project_on_vocab`` (so the last layer gives exactly the model's own logits). The
+    forward stops after the last layer needed; the chosen rows of every layer are then
+    projected together, in one matmul with the unembedding.
 
     Args:
         model: a `StandardizedTransformer`.
@@ -53,17 +54,20 @@ def logit_lens(
     """
     wanted = layer_list(model, layers)
     positions = as_position_list(idx, "idx")
-    projected: dict[int, torch.Tensor] = {}
+    needed = sorted(set(wanted))
+    gathered: list[torch.Tensor] = []
     with model.trace(prompts) as tracer:
         mask = traced_attention_mask(model)
         relative = torch.tensor(positions).expand(mask.shape[0], -1)
         columns = absolute_positions(mask, relative, "idx")
         rows = torch.arange(mask.shape[0])[:, None]
-        for layer in sorted(set(wanted)):
+        for layer in needed:
             hidden = model.layers_output[layer]
-            picked = hidden[rows.to(hidden.device), columns.to(hidden.device)]
-            logits = model.project_on_vocab(picked).float()
-            projected[layer] = (logits if return_logits else logits.softmax(dim=-1)).cpu()
-        result = nnsight.save(torch.stack([projected[layer] for layer in wanted], dim=1))
+            gathered.append(hidden[rows.to(hidden.device), columns.to(hidden.device)])
+        states = nnsight.save(torch.stack(gathered, dim=1))
         tracer.stop()
+    # One unembedding matmul for every layer at once: (batch, layers, positions, hidden).
+    order = torch.tensor([needed.index(layer) for layer in wanted], device=states.device)
+    logits = model.project_on_vocab(states.index_select(1, order)).float()
+    result = (logits if return_logits else logits.softmax(dim=-1)).cpu()
     return result[:, :, 0] if isinstance(idx, int) else result
