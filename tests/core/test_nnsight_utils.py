@@ -61,6 +61,21 @@ def test_batched_collection_equals_plain_batches_in_caller_order(llama):
     assert torch.equal(plain[:, :4], one_batch)
 
 
+def test_batched_collection_runs_the_longest_batch_first(llama):
+    prompts = [f"{PROMPTS[i % 5]} {'x ' * (i % 7)}".strip() for i in range(23)]
+    lengths = [len(ids) for ids in llama.tokenizer(prompts)["input_ids"]]
+    widths = []
+    embed = llama._module.get_submodule(llama.paths["embed_tokens"])
+    handle = embed.register_forward_hook(lambda _m, args, _out: widths.append(args[0].shape[1]))
+    try:
+        nu.collect_token_activations_batched(llama, prompts, batch_size=4, layers=[0], tqdm=False)
+    finally:
+        handle.remove()
+    assert len(widths) == 6
+    assert widths[0] == max(lengths)
+    assert widths == sorted(widths, reverse=True) and widths[-1] < widths[0]
+
+
 def test_stopping_early_returns_exactly_what_a_full_forward_returns(llama):
     encoding = nu.encode(llama, PROMPTS)
     stopped = nu._collect_batch(llama, encoding, [0], -1, stop_early=True)

@@ -178,8 +178,8 @@ def collect_token_activations_batched(
 ) -> torch.Tensor:
     """`get_token_activations` over many prompts, batch by batch, holding only the requested rows.
 
-    Prompts are grouped by token length (less padding), each forward stops after the last
-    requested layer, nothing is unembedded, and results come back in the caller's order.
+    Prompts are grouped by token length (less padding), longest first, each forward stops
+    after the last requested layer, nothing is unembedded, and results come back in the caller's order.
 
     Args:
         prompts: the prompts.
@@ -202,7 +202,10 @@ def collect_token_activations_batched(
     order = list(range(len(texts)))
     if sort_by_length:
         lengths = [len(ids) for ids in model.tokenizer(texts)["input_ids"]]
-        order.sort(key=lambda i: lengths[i])
+        # Longest first: the first batch allocates the largest buffers and later, smaller
+        # batches reuse them, so the allocator's footprint stops growing (and an input too
+        # large for memory fails at once, not at the end).
+        order.sort(key=lambda i: -lengths[i])
     result: torch.Tensor | None = None
     batches = range(0, len(texts), batch_size)
     for start in _progress(batches, tqdm, "collecting activations"):
