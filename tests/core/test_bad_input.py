@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nnterp import StandardizedTransformer
-from nnterp.errors import InvalidInputError, LayerIndexError, PluginError, RenamingError
+from nnterp.errors import InvalidInputError, LayerIndexError, PluginError, RenamingError, TokenPositionError
 from nnterp.nnsight_utils import collect_token_activations_batched, get_token_activations
 from nnterp.plugins import PluginInfo, Registry
 from nnterp.spec import ArchitectureSpec
@@ -131,7 +131,7 @@ CASES = [
     (model_without_tokenizer, InvalidInputError, "tokenizer="),
     (non_causal_model, InvalidInputError, "AutoModelForCausalLM"),
     (two_plugins_same_class, PluginError, "spec="),
-    (wrong_idx_for_short_prompt, InvalidInputError, "within every prompt"),
+    (wrong_idx_for_short_prompt, TokenPositionError, "outside prompt 0"),
     (spec_pointing_at_missing_module, RenamingError, "rename="),
 ]
 

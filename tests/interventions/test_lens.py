@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nnterp.errors import InvalidInputError, LayerIndexError
+from nnterp.errors import InvalidInputError, LayerIndexError, TokenPositionError
 from nnterp.interventions import logit_lens
 
 
@@ -64,7 +64,7 @@ def test_bad_arguments_raise_typed_errors(model, prompts):
     with pytest.raises(LayerIndexError, match="layers 7"):
         logit_lens(model, prompts, layers=[7])
     # "Hello" is two tokens: position 2 does not exist in it.
-    with pytest.raises(LayerIndexError, match="outside prompt 1"):
+    with pytest.raises(TokenPositionError, match="idx 2 is outside prompt 1, which has 2 tokens"):
         logit_lens(model, prompts, idx=2)
     with pytest.raises(InvalidInputError, match="idx is empty"):
         logit_lens(model, prompts, idx=[])

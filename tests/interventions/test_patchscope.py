@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nnterp.errors import InvalidInputError, LayerIndexError
+from nnterp.errors import InvalidInputError, TokenPositionError
 from nnterp.interventions import (
     TargetPrompt,
     TargetPromptBatch,
@@ -139,7 +139,7 @@ def test_bad_arguments_raise_typed_errors(model):
         patchscope_lens(model, ["a", "b"], [TargetPrompt("x", -1)] * 3)
     with pytest.raises(InvalidInputError, match="hidden size"):
         patchscope_lens(model, latents=torch.zeros(1, model.num_layers, 3))
-    with pytest.raises(LayerIndexError, match="index_to_patch 5 is outside prompt 0"):
+    with pytest.raises(TokenPositionError, match="index_to_patch 5 is outside prompt 0"):
         patchscope_lens(model, SOURCE, TargetPrompt("Hello", 5))
 
 

@@ -10,7 +10,7 @@ from nnterp.cache import (
     parse_sites,
     position_columns,
 )
-from nnterp.errors import InvalidInputError, LayerIndexError
+from nnterp.errors import InvalidInputError, LayerIndexError, TokenPositionError
 
 from .reference import capture, encode, native
 
@@ -86,7 +86,7 @@ def test_sites_sort_in_forward_order(llama):
 def test_position_columns():
     mask = torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]])
     assert position_columns(mask, [0, 1, -1]).tolist() == [[0, 1, 3], [2, 3, 3]]
-    with pytest.raises(LayerIndexError, match="shortest prompt"):
+    with pytest.raises(TokenPositionError, match="positions 2 is outside prompt 1, which has 2 tokens"):
         position_columns(mask, [2])
 
 

@@ -33,6 +33,8 @@ _LAZY = {
     "NnterpError": "nnterp.errors",
     "RenamingError": "nnterp.errors",
     "InvalidInputError": "nnterp.errors",
+    "LayerIndexError": "nnterp.errors",
+    "TokenPositionError": "nnterp.errors",
     "UnavailableComponentError": "nnterp.errors",
     "PluginError": "nnterp.errors",
     "load_default_model": "nnterp.default_model",
@@ -46,9 +48,11 @@ if TYPE_CHECKING:
     from nnterp.default_model import load_default_model
     from nnterp.errors import (
         InvalidInputError,
+        LayerIndexError,
         NnterpError,
         PluginError,
         RenamingError,
+        TokenPositionError,
         UnavailableComponentError,
     )
     from nnterp.spec import ArchitectureSpec

@@ -29,6 +29,7 @@ import torch
 
 from nnterp.errors import InvalidInputError, LayerIndexError
 from nnterp.inputs import check_prompts
+from nnterp.positions import absolute_positions, as_position_list, traced_attention_mask
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
@@ -151,10 +152,11 @@ def position_columns(attention_mask: torch.Tensor, positions: Positions) -> torc
     """Columns of the padded batch holding ``positions`` of each prompt: (batch, n), or None.
 
     A position ``p >= 0`` counts from a prompt's first real token, ``p < 0`` from its last one
-    (left padding), so a batch gives each prompt the same rows as running it alone.
+    (left padding; see `nnterp.positions`), so a batch gives each prompt the same rows as
+    running it alone.
 
     Raises:
-        LayerIndexError: a position outside some prompt's tokens.
+        TokenPositionError: a position outside some prompt's tokens.
 
     Example:
         >>> position_columns(torch.tensor([[1, 1, 1], [0, 1, 1]]), [0, -1])
@@ -163,20 +165,8 @@ def position_columns(attention_mask: torch.Tensor, positions: Positions) -> torc
     """
     if positions is None:
         return None
-    wanted = [positions] if isinstance(positions, int) else [int(p) for p in positions]
-    if not wanted:
-        raise InvalidInputError("positions is empty: pass None for all positions, or at least one.")
-    mask = attention_mask.to(torch.long).cpu()
-    lengths = mask.sum(dim=1, keepdim=True)
-    seq = mask.shape[1]
-    relative = torch.tensor(wanted, dtype=torch.long).expand(mask.shape[0], -1)
-    shortest = int(lengths.min())
-    if any(not -shortest <= p < shortest for p in wanted):
-        raise LayerIndexError(
-            f"positions {wanted} fall outside the shortest prompt ({shortest} tokens): use "
-            f"0..{shortest - 1}, or -{shortest}..-1 from the end."
-        )
-    return torch.where(relative >= 0, seq - lengths + relative, seq + relative)
+    wanted = torch.tensor(as_position_list(positions, "positions"))
+    return absolute_positions(attention_mask, wanted.expand(attention_mask.shape[0], -1), "positions")
 
 
 def select_positions(
@@ -192,14 +182,8 @@ def select_positions(
     return picked.squeeze(dim) if squeeze else picked
 
 
-def trace_attention_mask(model: StandardizedTransformer) -> torch.Tensor:
-    """The attention mask of the running trace (ones when the input carries none)."""
-    args, kwargs = model.inputs
-    mask = kwargs.get("attention_mask")
-    if mask is None:
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        mask = torch.ones(ids.shape[:2], dtype=torch.long)
-    return mask
+#: The attention mask of the running trace (ones when the input carries none).
+trace_attention_mask = traced_attention_mask
 
 
 class ActivationCache(dict[str, torch.Tensor]):
@@ -266,7 +250,8 @@ def cache_activations(
         (batch, heads, q, k), (batch, seq, vocab)) with the position dimension sliced.
 
     Raises:
-        InvalidInputError, LayerIndexError: unknown site, layer or position out of range.
+        InvalidInputError, LayerIndexError: unknown site, or layer out of range.
+        TokenPositionError: a position outside some prompt's tokens.
 
     Example:
         >>> cache = cache_activations(model, "The capital of France is",

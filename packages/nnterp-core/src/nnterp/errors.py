@@ -25,7 +25,16 @@ class InvalidInputError(NnterpError, ValueError):
 
 
 class LayerIndexError(NnterpError, IndexError):
-    """A layer (or position / batch) index is out of range."""
+    """A layer (or batch row / head) index is out of range."""
+
+
+class TokenPositionError(InvalidInputError, IndexError):
+    """A token position is outside a prompt's tokens.
+
+    Positions count within each prompt (``0``: its first real token, ``-1``: its last), so the
+    message names the prompt that is too short. Both an ``InvalidInputError`` (a ``ValueError``)
+    and an ``IndexError``: code catching either keeps working.
+    """
 
 
 class UnavailableComponentError(NnterpError, AttributeError):

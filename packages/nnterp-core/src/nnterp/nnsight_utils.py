@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from nnterp.accessors import normalize_layer
 from nnterp.errors import InvalidInputError
+from nnterp.positions import absolute_positions, as_position_list
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
@@ -86,23 +87,13 @@ def _layer_list(model: StandardizedTransformer, layers: int | Sequence[int] | No
     return [normalize_layer(model, layer) for layer in chosen]
 
 
-def _token_positions(attention_mask: torch.Tensor, idx: int) -> torch.Tensor:
+def _token_columns(attention_mask: torch.Tensor, idx: int) -> torch.Tensor:
     """Per row, the column of token ``idx`` counted over the row's real tokens (left padding)."""
-    lengths = attention_mask.sum(dim=-1)
-    width = attention_mask.shape[-1]
-    if idx < 0:
-        position = torch.full_like(lengths, width + idx)
-        too_short = lengths < -idx
-    else:
-        position = width - lengths + idx
-        too_short = lengths <= idx
-    if bool(too_short.any()):
-        row = int(too_short.nonzero()[0, 0])
-        raise InvalidInputError(
-            f"idx={idx} is outside prompt {row}, which has {int(lengths[row])} tokens: use an index "
-            "within every prompt (negative indices count from the last token)."
-        )
-    return position
+    positions = as_position_list(idx, "idx")
+    if len(positions) != 1:
+        raise InvalidInputError(f"idx must be one token position (an int, -1 for the last), got {idx!r}")
+    relative = torch.full((attention_mask.shape[0], 1), positions[0])
+    return absolute_positions(attention_mask, relative, "idx")[:, 0]
 
 
 def encode(model: StandardizedTransformer, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -121,7 +112,7 @@ def _collect_batch(
     idx: int,
     stop_early: bool,
 ) -> torch.Tensor:
-    positions = _token_positions(encoding["attention_mask"], idx)
+    positions = _token_columns(encoding["attention_mask"], idx)
     rows = torch.arange(positions.shape[0])
     last = max(layers)
     import nnsight  # lazily, as the trace itself does: importing this module must not load nnsight

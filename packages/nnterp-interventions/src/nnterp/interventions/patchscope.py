@@ -15,10 +15,10 @@ import torch
 
 from nnterp.errors import InvalidInputError
 from nnterp.inputs import require_hidden
-from nnterp.nnsight_utils import get_token_activations
 from nnterp.interventions.lens import layer_list
-from nnterp.interventions.positions import absolute_positions, traced_attention_mask
 from nnterp.interventions.target_prompts import TargetPromptBatch, TargetPromptLike, repeat_prompt
+from nnterp.nnsight_utils import get_token_activations
+from nnterp.positions import absolute_positions, traced_attention_mask
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer

@@ -1,0 +1,141 @@
+"""Token positions that mean the same thing in a left-padded batch as in a single prompt.
+
+nnterp's one rule: a position ``p >= 0`` counts from a prompt's first real token, ``p < 0``
+from its last one, so ``0`` is always the first token and ``-1`` the last, however much padding
+the batch adds. Every function taking a token position (``idx``, ``token_positions``,
+``positions``, ``index_to_patch``) turns it into a column of the padded batch here.
+
+Example:
+    >>> from nnterp.positions import absolute_positions
+    >>> mask = torch.tensor([[1, 1, 1], [0, 1, 1]])        # prompt 1 is one token shorter
+    >>> absolute_positions(mask, torch.tensor([[0, -1], [0, -1]]), "idx")
+    tensor([[0, 2],
+            [1, 2]])
+"""
+
+from __future__ import annotations
+
+import numbers
+import operator
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from nnterp.errors import InvalidInputError, TokenPositionError
+
+if TYPE_CHECKING:
+    from nnterp.standardized_transformer import StandardizedTransformer
+
+
+def as_position_list(positions: int | Sequence[int], name: str) -> list[int]:
+    """``positions`` as a non-empty list of ints (a single int gives a one-element list).
+
+    Raises:
+        InvalidInputError: empty, or not made of ints.
+
+    Example:
+        >>> as_position_list(-1, "idx"), as_position_list((0, 2), "idx")
+        ([-1], [0, 2])
+    """
+    values = [positions] if _is_integer(positions) else positions
+    try:
+        result = [_position(value, name) for value in values]  # type: ignore[union-attr]
+    except TypeError:
+        raise InvalidInputError(
+            f"{name} must be an int or a list of ints, got {type(positions).__name__}"
+        ) from None
+    if not result:
+        raise InvalidInputError(f"{name} is empty: pass at least one position (e.g. -1, the last token).")
+    return result
+
+
+def absolute_positions(
+    attention_mask: torch.Tensor,
+    relative: torch.Tensor,
+    name: str,
+    rows: Sequence[int] | None = None,
+) -> torch.Tensor:
+    """Column indices of ``relative`` positions in a left-padded batch.
+
+    Args:
+        attention_mask: (batch, seq), 0 at the (left) padding.
+        relative: (n_rows, n) positions per row, counted within each prompt's real tokens.
+        name: the argument's name, for errors.
+        rows: the rows of the batch ``relative`` is for (default every row, in order); only
+            those are checked and placed, and errors name a prompt by its row in the batch.
+
+    Returns:
+        (n_rows, n) long tensor of indices into the padded sequence dimension.
+
+    Raises:
+        InvalidInputError: the batch is not left-padded.
+        TokenPositionError: a position is outside its prompt's tokens.
+
+    Example:
+        >>> mask = torch.tensor([[1, 1, 1], [0, 1, 1]])
+        >>> absolute_positions(mask, torch.tensor([[0, -1], [0, -1]]), "idx")
+        tensor([[0, 2],
+                [1, 2]])
+        >>> absolute_positions(mask, torch.tensor([[1]]), "idx", rows=[1])
+        tensor([[2]])
+    """
+    mask = attention_mask.to(torch.long).cpu()
+    if bool((mask[:, 1:] < mask[:, :-1]).any()):
+        raise InvalidInputError(
+            "the batch is not left-padded (padding after real tokens): nnterp's positions assume "
+            "left padding; tokenize with padding_side='left' or pass the prompts as strings."
+        )
+    batch_rows = list(range(mask.shape[0])) if rows is None else [int(row) for row in rows]
+    seq_len = mask.shape[1]
+    lengths = mask[batch_rows].sum(dim=1, keepdim=True)
+    relative = relative.to(torch.long).cpu()
+    outside = (relative >= lengths) | (relative < -lengths)
+    if bool(outside.any()):
+        row, column = (int(i) for i in outside.nonzero()[0])
+        length = int(lengths[row])
+        raise TokenPositionError(
+            f"{name} {int(relative[row, column])} is outside prompt {batch_rows[row]}, which has "
+            f"{length} tokens: use 0..{length - 1} or -{length}..-1 (negative counts from the "
+            "last token)."
+        )
+    return torch.where(relative >= 0, seq_len - lengths + relative, seq_len + relative)
+
+
+def traced_attention_mask(model: StandardizedTransformer, needed_for: str = "token positions") -> torch.Tensor:
+    """Inside a trace: the forward's attention mask (batch, seq), all ones when none was passed.
+
+    ``generate`` drops the mask of a batch without padding; every token is then real. The mask
+    is the model's input, so it must be read before any module of the trace (forward order).
+
+    Args:
+        model: the traced `StandardizedTransformer`.
+        needed_for: what the mask is read for, named in the error.
+
+    Raises:
+        InvalidInputError: the forward already ran past its input (a module was read first).
+
+    Example:
+        >>> with model.trace(["Hello", "The capital of France is"]):
+        ...     mask = traced_attention_mask(model)          # 0 at the first prompt's padding
+    """
+    from nnsight.intervention.interleaver import OutOfOrderError  # lazily: nnsight is heavy
+
+    try:
+        return model.attention_mask
+    except OutOfOrderError as error:
+        raise InvalidInputError(
+            f"{needed_for} count within each prompt, which needs the trace's attention mask, but "
+            "the forward already ran past its input (a module was read or edited first): in one "
+            "trace, ask for it before any module (forward order), or use two traces."
+        ) from error
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) or (isinstance(value, torch.Tensor) and value.dim() == 0)
+
+
+def _position(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not _is_integer(value):
+        raise InvalidInputError(f"{name} must be made of ints, got {value!r}")
+    return operator.index(value)
