@@ -125,7 +125,7 @@ CASES = [
     (layer_out_of_range, LayerIndexError, "use 0..1"),
     (layer_out_of_range_negative, LayerIndexError, "-2..-1"),
     (steering_vector_wrong_size, InvalidInputError, "last dimension must be 64"),
-    (token_positions_out_of_range, LayerIndexError, "negative indices"),
+    (token_positions_out_of_range, TokenPositionError, "use 0..1 or -2..-1"),
     (batch_index_out_of_range, LayerIndexError, "use 0..1"),
     (unknown_architecture, RenamingError, "rename="),
     (model_without_tokenizer, InvalidInputError, "tokenizer="),

@@ -319,33 +319,52 @@ class StandardizedTransformer(TransformersModel):
             steering_vector: (hidden,) — or broadcastable to the steered slice's (..., hidden).
                 Converted to the activations' dtype and device.
             factor: scale of the vector.
-            token_positions: positions to steer (default all), as columns of the left-padded
-                batch: negative indices count from the end and are the same token in every
-                row; use them for batches of prompts of different lengths.
+            token_positions: positions to steer, counted within each prompt as everywhere in
+                nnterp (`nnterp.positions`): ``0`` is each prompt's first real token, ``-1``
+                its last, whatever the left padding; so a prompt is steered the same in a
+                batch as alone. Default ``None``: every column of the batch, padding included.
+                Positions read the trace's attention mask, so call ``steer`` with them before
+                reading any module in the trace.
             batch_index: rows of the batch to steer (default all).
 
         Raises:
-            InvalidInputError / LayerIndexError: wrong vector size, indices out of range.
+            InvalidInputError: wrong vector size, empty lists, positions asked after a module.
+            LayerIndexError: a layer or ``batch_index`` out of range.
+            TokenPositionError: a position outside a steered prompt's tokens (names the prompt).
 
         Example:
-            >>> with model.trace("The weather today is"):
-            ...     model.steer(layers=[1, 3], steering_vector=v, factor=0.5)
+            >>> with model.trace(["The weather today is", "Hi"]):
+            ...     model.steer(layers=[1, 3], steering_vector=v, factor=0.5, token_positions=-1)
             ...     logits = model.logits.save()
         """
+        from nnterp.positions import absolute_positions, as_position_list, traced_attention_mask
+
         layer_list = [layers] if isinstance(layers, int) else list(layers)
         if not layer_list:
             raise InvalidInputError("steer() got an empty list of layers")
         layer_list = [normalize_layer(self, layer) for layer in layer_list]
         vector = input_checks.require_steering_vector(steering_vector, self.hidden_size)
+        relative = None if token_positions is None else as_position_list(token_positions, "token_positions")
+        mask = None if relative is None else traced_attention_mask(self, "steer()'s token_positions")
         for layer in sorted(set(layer_list)):
             hidden = self.layers_output[layer]
-            rows = input_checks.index_list(batch_index, hidden.shape[0], "batch_index")
-            positions = input_checks.index_list(token_positions, hidden.shape[1], "token_positions")
+            batch, seq = hidden.shape[0], hidden.shape[1]
+            rows = input_checks.index_list(batch_index, batch, "batch_index")
+            row_index = torch.arange(batch) if rows is None else torch.tensor(rows)
+            if relative is None or mask is None:
+                columns = torch.arange(seq).expand(len(row_index), -1)
+            elif tuple(mask.shape) != (batch, seq):
+                raise InvalidInputError(
+                    f"token_positions pick tokens of the whole input, but layer {layer}'s output "
+                    f"holds {seq} of its {mask.shape[1]} positions (a later generation step?): pass "
+                    "token_positions=None to steer what this step computes."
+                )
+            else:
+                wanted = torch.tensor(relative).expand(len(row_index), -1)
+                columns = absolute_positions(mask, wanted, "token_positions", rows=row_index.tolist())
             delta = factor * vector.to(device=hidden.device, dtype=hidden.dtype)
             steered = hidden.clone()
-            row_index = torch.arange(hidden.shape[0]) if rows is None else torch.tensor(rows)
-            position_index = torch.arange(hidden.shape[1]) if positions is None else torch.tensor(positions)
-            grid = (row_index[:, None], position_index[None, :])
+            grid = (row_index[:, None].to(hidden.device), columns.to(hidden.device))
             steered[grid] = steered[grid] + delta
             self.layers_output[layer] = steered
 

@@ -28,9 +28,14 @@ def steer(
         layers: a layer index or several.
         steering_vector: (hidden,) or broadcastable to the steered (..., hidden) slice.
         factor: scale of the vector.
-        token_positions: columns of the (left-padded) sequence to steer, default all;
-            negative indices count from the end, so ``-1`` is every prompt's last token.
+        token_positions: positions to steer, counted within each prompt (``0``: its first
+            real token, ``-1``: its last, whatever the left padding); default all columns.
         batch_index: rows of the batch to steer (default all).
+
+    Raises:
+        InvalidInputError: wrong vector size, empty lists.
+        LayerIndexError: a layer or ``batch_index`` out of range.
+        TokenPositionError: a position outside a steered prompt's tokens.
 
     Example:
         >>> with model.trace("The weather today is"):
