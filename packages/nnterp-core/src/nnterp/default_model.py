@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nnterp.errors import InvalidInputError
+from nnterp.storage import cache_root
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
@@ -59,17 +60,6 @@ class DefaultModelUnavailableError(InvalidInputError):
 
 def _progress(message: str) -> None:
     print(f"nnterp: {message}", file=sys.stderr, flush=True)
-
-
-def cache_root() -> Path:
-    """The nnterp cache root: ``$NNTERP_CACHE_DIR``, else ``$XDG_CACHE_HOME/nnterp``, else
-    ``~/.cache/nnterp``."""
-    override = os.environ.get("NNTERP_CACHE_DIR")
-    if override:
-        return Path(override).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "nnterp"
 
 
 def gguf_source() -> Path:

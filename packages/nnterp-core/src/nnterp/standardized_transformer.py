@@ -24,6 +24,8 @@ from nnterp.spec import ArchitectureSpec, config_value
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
+    from nnterp.validation import OutputStructure
+
 
 class StandardizedTransformer(TransformersModel):
     """An NNsight model whose modules carry standard names, whatever the architecture.
@@ -45,7 +47,9 @@ class StandardizedTransformer(TransformersModel):
             model object. Never modified: a left-padding copy with a pad token is used.
         enable_attention_probs: Expose ``attention_probabilities`` (loads/switches the model to
             eager attention, which materialises them).
-        check_renaming: Validate the standard tree at load (two tiny forwards).
+        check_renaming: Validate the standard tree at load (one tiny traced forward; a passed
+            validation of the same model class, config, spec and versions is reused, see
+            `nnterp.validation_cache`; ``NNTERP_VALIDATION_CACHE=0`` turns that off).
         allow_dispatch: Accepted for compatibility with nnterp 1.x; models are always loaded
             eagerly here.
         trust_remote_code: Passed to transformers as given; nnterp never enables it itself.
@@ -80,13 +84,13 @@ class StandardizedTransformer(TransformersModel):
             attn_implementation = kwargs.pop("attn_implementation", None)
             if enable_attention_probs:
                 attn_implementation = "eager"
-            hf_model, loaded_tokenizer = load_model_and_tokenizer(
+            hf_model, tokenizer = load_model_and_tokenizer(
                 model,
                 attn_implementation=attn_implementation,
                 trust_remote_code=trust_remote_code,
+                tokenizer=tokenizer,
                 **kwargs,
             )
-            tokenizer = tokenizer if tokenizer is not None else loaded_tokenizer
         elif isinstance(model, torch.nn.Module):
             hf_model = model
             if kwargs:
@@ -144,12 +148,7 @@ class StandardizedTransformer(TransformersModel):
         self.keys_rotated = HeadsAccessor(self, "keys_rotated")
         self.heads_output = HeadsAccessor(self, "heads_output")
 
-        from nnterp.validation import detect_output_structure, hooked_probe, validate
-
-        probe = hooked_probe(self)
-        self.output_structure = detect_output_structure(probe)
-        if check_renaming:
-            validate(self, probe)
+        self.output_structure = _checked_output_structure(self, check_renaming, rename)
         from nnterp.status import warn_if_untested
 
         warn_if_untested(self)
@@ -287,7 +286,7 @@ class StandardizedTransformer(TransformersModel):
         input_checks.require_hidden(hidden_states, self.hidden_size, "hidden_states")
         normed = self.ln_final(hidden_states) if self.paths["ln_final"] is not None else hidden_states
         logits = self.lm_head(normed)
-        return _postprocess_logits(logits, self.spec, self._module.config)
+        return postprocess_logits(logits, self.spec, self._module.config)
 
     def get_topk_closest_tokens(
         self, hidden_states: torch.Tensor, k: int = 10
@@ -426,6 +425,30 @@ class StandardizedTransformer(TransformersModel):
         return super().trace(*inputs, **kwargs)
 
 
+def _checked_output_structure(
+    model: StandardizedTransformer, check_renaming: bool, rename: dict[Any, Any] | None
+) -> OutputStructure:
+    """Validate ``model`` (or reuse a stored validation of the same setup) and return how its
+    layers shape their output."""
+    from nnterp import validation_cache
+    from nnterp.validation import OutputStructure, probe_output_structure, validate
+
+    key = validation_cache.key_for(model, rename)
+    record = validation_cache.recall(key)
+    if record is not None and (record["validated"] or not check_renaming):
+        return OutputStructure(record["layer_returns_tuple"], record["layer_tuple_length"])
+    structure = validate(model) if check_renaming else probe_output_structure(model)
+    validation_cache.remember(
+        key,
+        {
+            "validated": check_renaming,
+            "layer_returns_tuple": structure.layer_returns_tuple,
+            "layer_tuple_length": structure.layer_tuple_length,
+        },
+    )
+    return structure
+
+
 def _spec_from_plugins(model: torch.nn.Module) -> ArchitectureSpec | None:
     from nnterp.plugins import get_registry
 
@@ -453,7 +476,9 @@ def _switch_to_eager(model: torch.nn.Module) -> None:
         ) from error
 
 
-def _postprocess_logits(logits: torch.Tensor, spec: ArchitectureSpec, config: Any) -> torch.Tensor:
+def postprocess_logits(logits: torch.Tensor, spec: ArchitectureSpec, config: Any) -> torch.Tensor:
+    """``lm_head`` output after the spec's ``logits_postprocess`` steps (softcap, multiply,
+    divide by a config value), as the model's own forward applies them: (..., vocab)."""
     for operation, key in spec.logits_postprocess:
         value = config_value(config, (key,))
         if value is None:

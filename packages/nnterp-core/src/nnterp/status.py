@@ -32,8 +32,10 @@ class UntestedArchitectureWarning(UserWarning):
 _warned: set[str] = set()
 
 
+@lru_cache(maxsize=1)
 def installed_versions() -> dict[str, str]:
-    """Versions of the packages whose behaviour the status depends on."""
+    """Versions of the packages whose behaviour the status depends on (read once per process;
+    do not modify the returned dict)."""
     from importlib.metadata import PackageNotFoundError, version
 
     found = {}

@@ -1,17 +1,21 @@
-"""Load-time checks that the standard tree is right, at the cost of two tiny forwards.
+"""Load-time checks that the standard tree is right, at the cost of one tiny forward.
 
-1. A plain PyTorch forward with hooks on the HF modules records what the standard parts
-   return (tensor or tuple) and their values.
-2. An NNsight trace reads every accessor on the first and last layer; each must have the
-   expected shape and equal the hooked value exactly. With attention probabilities enabled,
-   they must sum to 1 over keys and an edit of them must change the logits.
+One NNsight trace of a 4-token probe reads every accessor on the first and last layer while
+plain PyTorch forward hooks, placed on the HF modules the spec names, record what those
+modules received and returned. Each accessor must have the expected shape and equal its
+hooked value exactly, and ``logits`` must be the ``lm_head`` output after the spec's logit
+post-processing. The same hooks tell whether layers return tuples (`OutputStructure`). With
+attention probabilities enabled, they must sum to 1 over keys and an edit of them must change
+the logits (a second trace).
 
-Any failure raises `RenamingError` naming the architecture, the check and the fix.
+Any failure raises `RenamingError` naming the architecture, the check and the fix. A passed
+validation is remembered by `nnterp.validation_cache`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -60,11 +64,17 @@ def _device(model: StandardizedTransformer) -> torch.device:
         return next(model._module.parameters()).device
 
 
-def _hooked_forward(model: StandardizedTransformer, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
+class _ProbeDone(Exception):
+    """Raised by a hook to end a probe forward once what it needs is recorded."""
+
+
+def _watched_modules(model: StandardizedTransformer) -> dict[str, torch.nn.Module]:
     hf = model._module
     layers = hf.get_submodule(model.paths["layers"])
     last = len(layers) - 1
     watched: dict[str, torch.nn.Module] = {}
+    if model.paths["embed_tokens"]:
+        watched["embed"] = hf.get_submodule(model.paths["embed_tokens"])
     for index in sorted({0, last}):
         layer = layers[index]
         watched[f"layer{index}"] = layer
@@ -72,10 +82,14 @@ def _hooked_forward(model: StandardizedTransformer, inputs: dict[str, torch.Tens
             watched[f"attn{index}"] = layer.get_submodule(model.paths["self_attn"])
         if model.paths["mlp"]:
             watched[f"mlp{index}"] = layer.get_submodule(model.paths["mlp"])
-    if model.paths["embed_tokens"]:
-        watched["embed"] = hf.get_submodule(model.paths["embed_tokens"])
+    watched["lm_head"] = hf.get_submodule(model.paths["lm_head"])
+    return watched
+
+
+@contextmanager
+def _recording(watched: dict[str, torch.nn.Module], stop_after: str | None = None) -> Iterator[dict[str, Any]]:
+    """Forward hooks storing ``(first input, output)`` of each watched module's first call."""
     seen: dict[str, Any] = {}
-    handles = []
 
     def recorder(name: str) -> Callable[[torch.nn.Module, tuple[Any, ...], dict[str, Any], Any], None]:
         def hook(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
@@ -83,40 +97,50 @@ def _hooked_forward(model: StandardizedTransformer, inputs: dict[str, torch.Tens
                 return
             first_input = args[0] if args else next(iter(kwargs.values()), None)
             seen[name] = (first_input, output)
+            if name == stop_after:
+                raise _ProbeDone
 
         return hook
 
-    for name, module in watched.items():
-        handles.append(module.register_forward_hook(recorder(name), with_kwargs=True))
+    handles = [module.register_forward_hook(recorder(name), with_kwargs=True) for name, module in watched.items()]
     try:
-        with torch.no_grad():
-            seen["logits"] = hf(**inputs).logits
+        yield seen
     finally:
         for handle in handles:
             handle.remove()
-    return seen
 
 
-@dataclass(frozen=True)
-class Probe:
-    """One plain forward of the probe inputs, with what the hooked HF modules saw."""
-
-    inputs: dict[str, torch.Tensor]
-    seen: dict[str, Any]
-
-
-def hooked_probe(model: StandardizedTransformer) -> Probe:
-    """Run the plain HF model once on the probe inputs, hooking the standard parts."""
-    inputs = probe_inputs(model, 1)
-    return Probe(inputs, _hooked_forward(model, inputs))
-
-
-def detect_output_structure(probe: Probe) -> OutputStructure:
-    """Whether layers return tuples, from a `hooked_probe`."""
-    output = probe.seen["layer0"][1]
-    if isinstance(output, (tuple, list)):
-        return OutputStructure(layer_returns_tuple=True, layer_tuple_length=len(output))
+def output_structure_of(layer_output: Any) -> OutputStructure:
+    """The `OutputStructure` of a value a decoder layer returned."""
+    if isinstance(layer_output, (tuple, list)):
+        return OutputStructure(layer_returns_tuple=True, layer_tuple_length=len(layer_output))
     return OutputStructure(layer_returns_tuple=False)
+
+
+def probe_output_structure(model: StandardizedTransformer) -> OutputStructure:
+    """Whether ``model``'s layers return tuples, from a plain forward stopped after layer 0
+    (used when validation is off)."""
+    layer0 = {"layer0": model._module.get_submodule(model.paths["layers"])[0]}
+    with _recording(layer0, stop_after="layer0") as seen, torch.no_grad():
+        try:
+            model._module(**probe_inputs(model, 1))
+        except _ProbeDone:
+            pass
+    return output_structure_of(seen["layer0"][1])
+
+
+def _logits_come_from_lm_head(model: StandardizedTransformer, logits: torch.Tensor, head_output: torch.Tensor) -> bool:
+    from nnterp.standardized_transformer import postprocess_logits
+
+    if tuple(head_output.shape) != tuple(logits.shape):
+        return False
+    config = model._module.config
+    if logits.dtype == head_output.dtype:
+        return torch.equal(logits, postprocess_logits(head_output, model.spec, config))
+    # Models that upcast their logits may post-process before or after the cast.
+    upcast_first = postprocess_logits(head_output.to(logits.dtype), model.spec, config)
+    eps = torch.finfo(head_output.dtype).eps
+    return torch.allclose(logits, upcast_first, rtol=4 * eps, atol=4 * eps)
 
 
 def _fail(model: StandardizedTransformer, check: str) -> RenamingError:
@@ -128,35 +152,39 @@ def _fail(model: StandardizedTransformer, check: str) -> RenamingError:
     )
 
 
-def validate(model: StandardizedTransformer, probe: Probe) -> None:
-    """Check the standard tree and accessors of ``model`` against a `hooked_probe` of it.
+def validate(model: StandardizedTransformer) -> OutputStructure:
+    """Check the standard tree and accessors of ``model`` in one traced probe forward.
+
+    Returns:
+        The layers' `OutputStructure`, read from the same forward.
 
     Raises:
         RenamingError: a part is missing, an accessor has the wrong shape or differs from the
-            plain hook, or attention probabilities are not distributions / edits do nothing.
+            hooked HF module, or attention probabilities are not distributions / edits do nothing.
     """
     import nnsight  # lazily: importing this module must not load nnsight
 
     with_probs = model.attention_probabilities_enabled
-    inputs, expected = probe.inputs, probe.seen
+    inputs = probe_inputs(model, 1)
     batch, seq = inputs["input_ids"].shape
     last = model.num_layers - 1
     got: dict[str, Any] = {}
     try:
-        with torch.no_grad(), model.trace(dict(inputs)):
-            if model.paths["embed_tokens"]:
-                got["embed"] = (None, nnsight.save(model.token_embeddings))
-            for index in sorted({0, last}):
-                layer_in = nnsight.save(model.layers_input[index])
-                if model.paths["self_attn"]:
-                    attn_in = nnsight.save(model.attentions_input[index])
-                    if with_probs and index == 0:
-                        got["probs"] = (None, nnsight.save(model.attention_probabilities[0].clone()))
-                    got[f"attn{index}"] = (attn_in, nnsight.save(model.attentions_output[index]))
-                if model.paths["mlp"]:
-                    got[f"mlp{index}"] = (nnsight.save(model.mlps_input[index]), nnsight.save(model.mlps_output[index]))
-                got[f"layer{index}"] = (layer_in, nnsight.save(model.layers_output[index]))
-            got["logits"] = nnsight.save(model.logits)
+        with _recording(_watched_modules(model)) as expected:
+            with torch.no_grad(), model.trace(dict(inputs)):
+                if model.paths["embed_tokens"]:
+                    got["embed"] = (None, nnsight.save(model.token_embeddings))
+                for index in sorted({0, last}):
+                    layer_in = nnsight.save(model.layers_input[index])
+                    if model.paths["self_attn"]:
+                        attn_in = nnsight.save(model.attentions_input[index])
+                        if with_probs and index == 0:
+                            got["probs"] = (None, nnsight.save(model.attention_probabilities[0].clone()))
+                        got[f"attn{index}"] = (attn_in, nnsight.save(model.attentions_output[index]))
+                    if model.paths["mlp"]:
+                        got[f"mlp{index}"] = (nnsight.save(model.mlps_input[index]), nnsight.save(model.mlps_output[index]))
+                    got[f"layer{index}"] = (layer_in, nnsight.save(model.layers_output[index]))
+                got["logits"] = nnsight.save(model.logits)
         if with_probs:
             # Edited in a forward of its own: an edit in one row can change another row's
             # numerics (mixture-of-experts layers route the whole batch's tokens together).
@@ -171,6 +199,9 @@ def validate(model: StandardizedTransformer, probe: Probe) -> None:
     except Exception as error:
         raise _fail(model, f"reading the standard accessors raised {error!r}") from error
 
+    for name in [*got, "lm_head"]:
+        if name not in ("logits", "probs") and name not in expected:
+            raise _fail(model, f"the HF module named by the spec for {name!r} never ran in a forward")
     hidden = model.hidden_size
     for name, pair in got.items():
         if name in ("logits", "probs"):
@@ -185,8 +216,12 @@ def validate(model: StandardizedTransformer, probe: Probe) -> None:
         if value_in is not None and isinstance(expected_in, torch.Tensor):
             if not torch.equal(value_in, expected_in):
                 raise _fail(model, f"{name} input differs from a plain forward hook on the HF module")
-    if not torch.equal(got["logits"], expected["logits"]):
-        raise _fail(model, "logits differ from the plain HF model's")
+    if not _logits_come_from_lm_head(model, got["logits"], first_tensor(expected["lm_head"][1])):
+        raise _fail(
+            model,
+            "logits are not the lm_head output after the spec's logits_postprocess (the spec's "
+            "lm_head path or its logits_postprocess is wrong)",
+        )
     if with_probs:
         probs = got["probs"][1]
         heads = model.num_heads
@@ -202,3 +237,4 @@ def validate(model: StandardizedTransformer, probe: Probe) -> None:
             raise _fail(model, "attention probabilities do not sum to 1 over keys")
         if torch.equal(edited_logits, got["logits"]):
             raise _fail(model, "editing the attention probabilities did not change the logits")
+    return output_structure_of(expected["layer0"][1])
