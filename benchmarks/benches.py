@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,8 @@ TITLES = {
     "a/nnsight": "(a) nnterp / the same trace in plain nnsight (native paths)",
     "b": "last-token activations, all layers, {count} prompts, batch 16",
     "c": "logit lens, 16 prompts, last token",
-    "d": "load with validation (+ tokenizer)",
+    "d": "load with validation (+ tokenizer), validation cache on",
+    "d/cold": "load with validation (+ tokenizer), every load validates (cache off)",
     "e": "import nnterp / import nnsight",
     "e2": "from nnterp import StandardizedTransformer / from nnsight.modeling.transformers import TransformersModel",
 }
@@ -97,17 +101,37 @@ def bench_c(kind: str, ours_model: Any, baseline: tuple[Any, Any], plan: harness
     return make_row(kind, "c", TITLES["c"], ours, base, target, difference)
 
 
-def bench_d(source: w.ModelSource, plan: harness.Plan, target: float | None) -> Row:
-    before = w.OFFLOADED_LOADS[0]
-    ours, base = harness.interleaved(lambda: w.load_ours(source), lambda: w.load_baseline(source), plan)
-    row = make_row(source.kind, "d", TITLES["d"], ours, base, target)
-    offloaded = w.OFFLOADED_LOADS[0] - before
-    if offloaded:
-        row.notes.append(
-            f"WARNING: {offloaded} of nnterp's loads left weights offloaded to disk by accelerate "
-            "(device_map='auto' with little free RAM): those loads and their validation forwards are slow"
-        )
-    return row
+def bench_d(source: w.ModelSource, plan: harness.Plan, target: float | None) -> list[Row]:
+    """(d) twice: with nnterp's validation cache (the first, warm-up load stores the record;
+    later loads of the same setup reuse it), and cold (``NNTERP_VALIDATION_CACHE=0``: every
+    load runs the validation forward, as the first load of a model on a machine does)."""
+    rows = []
+    for key, cache in (("d", "1"), ("d/cold", "0")):
+        before = w.OFFLOADED_LOADS[0]
+        with _environment("NNTERP_VALIDATION_CACHE", cache):
+            ours, base = harness.interleaved(lambda: w.load_ours(source), lambda: w.load_baseline(source), plan)
+        row = make_row(source.kind, key, TITLES[key], ours, base, target)
+        offloaded = w.OFFLOADED_LOADS[0] - before
+        if offloaded:
+            row.notes.append(
+                f"WARNING: {offloaded} of nnterp's loads left weights offloaded to disk by accelerate "
+                "(device_map='auto' with little free RAM): those loads and their validation forwards are slow"
+            )
+        rows.append(row)
+    return rows
+
+
+@contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = previous
 
 
 def check_b_same_batches(ours_model: Any, baseline: tuple[Any, Any], prompts: list[str]) -> float:

@@ -190,7 +190,7 @@ def _one_model(args, kind, wanted, workdir, rows, memory, progress, deadline) ->
             same_batches = benches.check_b_same_batches(ours_model, baseline, prompts)
         del ours_model, baseline
     if "d" in wanted:
-        rows.append(benches.bench_d(source, _plan(args, kind, "d"), target("d")))
+        rows.extend(benches.bench_d(source, _plan(args, kind, "d"), target("d")))
         progress(f"{kind} d done")
     if "b" in wanted:
         plan = _plan(args, kind, "b")

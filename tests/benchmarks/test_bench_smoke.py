@@ -5,6 +5,7 @@ ratio line for every benchmark, and its own correctness checks (ours == hand-wri
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,7 @@ def quick_run(tmp_path_factory):
         check=False,
         cwd=ROOT,
         timeout=300,
+        env={**os.environ, "NNTERP_CACHE_DIR": str(tmp_path_factory.mktemp("nnterp-cache"))},
     )
     return done, json.loads(results.read_text()) if results.exists() else None
 
@@ -40,7 +42,7 @@ def test_quick_run_succeeds_with_correct_results(quick_run):
 def test_every_benchmark_prints_a_ratio(quick_run):
     done, payload = quick_run
     printed = {tuple(line.split()[1:3]) for line in done.stdout.splitlines() if line.startswith("RATIO ")}
-    expected = {("tiny", key) for key in ("a", "a/nnsight", "b", "c", "d")} | {("-", "e"), ("-", "e2")}
+    expected = {("tiny", key) for key in ("a", "a/nnsight", "b", "c", "d", "d/cold")} | {("-", "e"), ("-", "e2")}
     assert printed == expected
     assert {(row["model"], row["key"]) for row in payload["rows"]} == expected
     for row in payload["rows"]:
