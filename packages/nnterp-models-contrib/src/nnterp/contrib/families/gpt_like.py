@@ -8,30 +8,46 @@ whose output multiplies the values.
 
 from __future__ import annotations
 
+from nnterp.architectures import GPT2
 from nnterp.spec import ArchitectureSpec
 
-#: GPT-2 naming (as core's GPT-2 spec): ``transformer.h[i].attn / .mlp``, ``transformer.ln_f``.
-GPT_LIKE = ArchitectureSpec(
-    name="gpt_like",
-    model_classes=("GPTBigCodeForCausalLM",),
-    layers="transformer.h",
-    self_attn="attn",
-    ln_final="transformer.ln_f",
-    embed_tokens="transformer.wte",
-)
+# The GPT-2 lineage starts from core's GPT-2 spec, so its shared paths (``transformer.h[i].attn``
+# / ``.mlp``, ``transformer.ln_f``, ``transformer.wte``, no rotary call) are written once. Each
+# family restates only what differs, its per-head projections included: a fused q/k/v layout is
+# declared only where it does not depend on the config.
 
-#: Rotary on part of each head: ``rotary_dim`` must fit the tiny head size (16).
-GPTJ = GPT_LIKE.with_classes("GPTJForCausalLM", "CodeGenForCausalLM", name="gptj", tiny_config={"rotary_dim": 8})
+#: GPT-2 naming. GPTBigCode's fused ``c_attn`` splits differently with ``multi_query`` on or off,
+#: so no fused projection is declared; ``c_proj``'s input still gives ``heads_output``.
+GPT_LIKE = GPT2.with_classes("GPTBigCodeForCausalLM", name="gpt_like", qkv_proj=None)
+
+#: Separate ``q_proj``/``k_proj``/``v_proj`` and ``out_proj``; rotary on part of each head
+#: (``rotary_dim`` must fit the tiny head size, 16) through GPT-J's own one-tensor rotary
+#: function, which ``queries_rotated`` cannot read. CodeGen has ``out_proj`` only: its fused
+#: ``qkv_proj`` is split in ``mp_num`` blocks, not declared.
+GPTJ = GPT_LIKE.with_classes(
+    "GPTJForCausalLM",
+    "CodeGenForCausalLM",
+    name="gptj",
+    tiny_config={"rotary_dim": 8},
+    q_proj="q_proj",
+    k_proj="k_proj",
+    v_proj="v_proj",
+    o_proj="out_proj",
+)
 
 #: GPT-Neo wraps its attention (``attn.attention``) and applies ``attn_dropout`` in ``_attn``.
 GPT_NEO = GPT_LIKE.with_classes(
     "GPTNeoForCausalLM",
     name="gpt_neo",
     attention_probabilities=("self.attention", "self._attn", "self.attn_dropout"),
+    q_proj="attention.q_proj",
+    k_proj="attention.k_proj",
+    v_proj="attention.v_proj",
+    o_proj="attention.out_proj",
 )
 
-#: GPT-1: no final norm.
-OPENAI_GPT = GPT_LIKE.with_classes(
+#: GPT-1: GPT-2's fused ``c_attn`` and ``c_proj``, no final norm.
+OPENAI_GPT = GPT2.with_classes(
     "OpenAIGPTLMHeadModel",
     name="openai_gpt",
     ln_final=None,
@@ -39,18 +55,30 @@ OPENAI_GPT = GPT_LIKE.with_classes(
     attention_probabilities=("self._attn", "self.attn_dropout"),
 )
 
-#: BLOOM: ``self_attention``, ``word_embeddings``; ALiBi probabilities go through ``attention_dropout``.
+#: BLOOM: ``self_attention``, ``word_embeddings``; ALiBi probabilities go through
+#: ``attention_dropout``; ``query_key_value`` holds each head's q, k, v side by side.
 BLOOM = GPT_LIKE.with_classes(
     "BloomForCausalLM",
     name="bloom",
     self_attn="self_attention",
     embed_tokens="transformer.word_embeddings",
     attention_probabilities=("self.attention_dropout",),
+    qkv_proj="query_key_value",
+    qkv_layout="interleaved_heads",
+    o_proj="dense",
 )
 
-#: Falcon (rotary): the softmax output multiplies the values directly.
-FALCON = BLOOM.with_classes("FalconForCausalLM", name="falcon", attention_probabilities=("F.softmax",))
+#: Falcon (rotary): the softmax output multiplies the values directly. Its fused
+#: ``query_key_value`` layout follows ``new_decoder_architecture``/``multi_query``: not declared.
+FALCON = BLOOM.with_classes(
+    "FalconForCausalLM",
+    name="falcon",
+    attention_probabilities=("F.softmax",),
+    qkv_proj=None,
+    qkv_layout="blocks",
+)
 
+#: MPT: ``Wqkv`` is ``[q | k | v]`` like GPT-2's ``c_attn``.
 MPT = GPT_LIKE.with_classes(
     "MptForCausalLM",
     name="mpt",
@@ -58,6 +86,8 @@ MPT = GPT_LIKE.with_classes(
     mlp="ffn",
     ln_final="transformer.norm_f",
     attention_probabilities=("nn.functional.dropout",),
+    qkv_proj="Wqkv",
+    o_proj="out_proj",
 )
 
 CTRL = GPT_LIKE.with_classes(
@@ -67,6 +97,10 @@ CTRL = GPT_LIKE.with_classes(
     mlp="ffn",
     ln_final="transformer.layernorm",
     embed_tokens="transformer.w",
+    q_proj="Wq",
+    k_proj="Wk",
+    v_proj="Wv",
+    o_proj="dense",
 )
 
 GPT_NEOX = ArchitectureSpec(
