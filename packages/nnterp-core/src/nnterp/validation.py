@@ -3,8 +3,8 @@
 One NNsight trace of a 4-token probe reads every accessor on the first and last layer while
 plain PyTorch forward hooks, placed on the HF modules the spec names, record what those
 modules received and returned. Each accessor must have the expected shape and equal its
-hooked value exactly, and ``logits`` must be the ``lm_head`` output after the spec's logit
-post-processing. The same hooks tell whether layers return tuples (`OutputStructure`). With
+hooked value exactly, and ``ln_final`` -> ``lm_head`` -> the spec's logit post-processing of
+the last residual state must give the logits. The same hooks tell whether layers return tuples (`OutputStructure`). With
 attention probabilities enabled, they must sum to 1 over keys and an edit of them must change
 the logits (a second trace).
 
@@ -82,18 +82,23 @@ def _watched_modules(model: StandardizedTransformer) -> dict[str, torch.nn.Modul
             watched[f"attn{index}"] = layer.get_submodule(model.paths["self_attn"])
         if model.paths["mlp"]:
             watched[f"mlp{index}"] = layer.get_submodule(model.paths["mlp"])
+    if model.paths["ln_final"]:
+        watched["ln_final"] = hf.get_submodule(model.paths["ln_final"])
     watched["lm_head"] = hf.get_submodule(model.paths["lm_head"])
     return watched
 
 
 @contextmanager
 def _recording(watched: dict[str, torch.nn.Module], stop_after: str | None = None) -> Iterator[dict[str, Any]]:
-    """Forward hooks storing ``(first input, output)`` of each watched module's first call."""
+    """Forward hooks storing ``(first input, output)`` of each watched module's first call
+    (``ln_final``: its last call)."""
     seen: dict[str, Any] = {}
 
     def recorder(name: str) -> Callable[[torch.nn.Module, tuple[Any, ...], dict[str, Any], Any], None]:
         def hook(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
-            if name in seen:  # a module called twice (shared weights): keep the first call
+            # A module called twice (shared weights) keeps its first call, except the final
+            # norm, which some models also apply to the embeddings before the layers.
+            if name in seen and name != "ln_final":
                 return
             first_input = args[0] if args else next(iter(kwargs.values()), None)
             seen[name] = (first_input, output)
@@ -129,18 +134,30 @@ def probe_output_structure(model: StandardizedTransformer) -> OutputStructure:
     return output_structure_of(seen["layer0"][1])
 
 
-def _logits_come_from_lm_head(model: StandardizedTransformer, logits: torch.Tensor, head_output: torch.Tensor) -> bool:
+def _projection_matches_logits(model: StandardizedTransformer, expected: dict[str, Any], logits: torch.Tensor) -> bool:
+    """Whether ``ln_final`` then ``lm_head`` then the spec's post-processing, applied to what
+    entered ``ln_final`` in the probe, gives the model's logits (what `project_on_vocab` and
+    the logit lens rely on). Compared to rounding: a model may scale before ``lm_head`` what
+    the spec scales after it."""
     from nnterp.standardized_transformer import postprocess_logits
 
-    if tuple(head_output.shape) != tuple(logits.shape):
+    hf = model._module
+    try:
+        with torch.no_grad():
+            if model.paths["ln_final"]:
+                state = first_tensor(hf.get_submodule(model.paths["ln_final"])(first_tensor(expected["ln_final"][0])))
+            else:
+                state = first_tensor(expected[f"layer{model.num_layers - 1}"][1])
+            projected = postprocess_logits(hf.get_submodule(model.paths["lm_head"])(state), model.spec, hf.config)
+    except (RuntimeError, TypeError, ValueError, IndexError):
+        return False  # e.g. an lm_head path naming an embedding, which refuses float input
+    projected = first_tensor(projected)
+    if tuple(projected.shape) != tuple(logits.shape):
         return False
-    config = model._module.config
-    if logits.dtype == head_output.dtype:
-        return torch.equal(logits, postprocess_logits(head_output, model.spec, config))
-    # Models that upcast their logits may post-process before or after the cast.
-    upcast_first = postprocess_logits(head_output.to(logits.dtype), model.spec, config)
-    eps = torch.finfo(head_output.dtype).eps
-    return torch.allclose(logits, upcast_first, rtol=4 * eps, atol=4 * eps)
+    projected, logits = projected.float(), logits.float()
+    tolerance = 16 * torch.finfo(torch.promote_types(projected.dtype, state.dtype)).eps
+    scale = float(logits.abs().max()) or 1.0
+    return bool(torch.allclose(projected, logits, rtol=tolerance, atol=tolerance * scale))
 
 
 def _fail(model: StandardizedTransformer, check: str) -> RenamingError:
@@ -199,7 +216,7 @@ def validate(model: StandardizedTransformer) -> OutputStructure:
     except Exception as error:
         raise _fail(model, f"reading the standard accessors raised {error!r}") from error
 
-    for name in [*got, "lm_head"]:
+    for name in [*got, "lm_head", *(["ln_final"] if model.paths["ln_final"] else [])]:
         if name not in ("logits", "probs") and name not in expected:
             raise _fail(model, f"the HF module named by the spec for {name!r} never ran in a forward")
     hidden = model.hidden_size
@@ -216,11 +233,11 @@ def validate(model: StandardizedTransformer) -> OutputStructure:
         if value_in is not None and isinstance(expected_in, torch.Tensor):
             if not torch.equal(value_in, expected_in):
                 raise _fail(model, f"{name} input differs from a plain forward hook on the HF module")
-    if not _logits_come_from_lm_head(model, got["logits"], first_tensor(expected["lm_head"][1])):
+    if not _projection_matches_logits(model, expected, got["logits"]):
         raise _fail(
             model,
-            "logits are not the lm_head output after the spec's logits_postprocess (the spec's "
-            "lm_head path or its logits_postprocess is wrong)",
+            "ln_final -> lm_head -> logits_postprocess of the last residual state does not give the "
+            "model's logits (the spec's ln_final or lm_head path, or its logits_postprocess, is wrong)",
         )
     if with_probs:
         probs = got["probs"][1]
