@@ -143,6 +143,29 @@ def test_the_cache_switch_and_clear(cache_on, monkeypatch):
     assert list(cache_on.glob("*.json")) == []
 
 
+def test_a_model_class_without_readable_source_is_validated_at_every_load(cache_on, monkeypatch):
+    namespace: dict = {}
+    exec("class Unreadable:\n    pass", namespace)
+    assert validation_cache._class_source_hash(namespace["Unreadable"]) is None
+    assert validation_cache._class_source_hash(type(tiny_model("llama"))) is not None
+    monkeypatch.setattr(validation_cache, "_class_source_hash", lambda _klass: None)
+    for _ in range(2):
+        hf_model = tiny_model("llama")
+        calls, handle = count_forwards(hf_model)
+        load(hf_model)
+        handle.remove()
+        assert len(calls) == 1
+    assert not cache_on.exists() or list(cache_on.glob("*.json")) == []
+
+
+def test_editing_the_model_source_file_changes_the_key(tmp_path):
+    source = tmp_path / "modeling_fake.py"
+    source.write_text("x = 1\n")
+    before = validation_cache._file_hash(str(source))
+    source.write_text("x = 22\n")
+    assert validation_cache._file_hash(str(source)) not in (before, None)
+
+
 def test_a_failed_validation_is_not_stored(cache_on):
     wrong = dataclasses.replace(LLAMA, lm_head="model.embed_tokens")
     for _ in range(2):

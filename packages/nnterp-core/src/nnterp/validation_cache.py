@@ -63,20 +63,27 @@ def directory() -> Path:
     return cache_root() / "validation"
 
 
-def key_for(model: StandardizedTransformer, rename: dict[Any, Any] | None) -> str:
+def key_for(model: StandardizedTransformer, rename: dict[Any, Any] | None) -> str | None:
     """The hex key of ``model``'s validation: a SHA-256 of everything validation depends on.
 
     Args:
         model: a `StandardizedTransformer` whose spec and paths are resolved.
         rename: the ``rename=`` aliases the user passed, if any.
+
+    Returns:
+        The key, or None when the model class's source file cannot be read (a class defined
+        in a notebook cell, say): such a model is validated at every load.
     """
     hf_model = model._module
+    class_source = _class_source_hash(type(hf_model))
+    if class_source is None:
+        return None
     config = hf_model.config
     parameters = list(hf_model.parameters())
     material = {
         "format": RECORD_FORMAT,
         "class": f"{type(hf_model).__module__}.{type(hf_model).__qualname__}",
-        "class_source": _class_source_hash(type(hf_model)),
+        "class_source": class_source,
         "config": config.to_json_string(use_diff=False),
         "attn_implementation": getattr(config, "_attn_implementation", None),
         "dtypes": sorted({str(parameter.dtype) for parameter in parameters}),
@@ -92,9 +99,9 @@ def key_for(model: StandardizedTransformer, rename: dict[Any, Any] | None) -> st
     return hashlib.sha256(encoded).hexdigest()
 
 
-def recall(key: str) -> dict[str, Any] | None:
-    """The stored record for ``key``, or None (no record, unreadable, or the cache is off)."""
-    if not enabled():
+def recall(key: str | None) -> dict[str, Any] | None:
+    """The stored record for ``key``, or None (no key, no record, unreadable, or the cache is off)."""
+    if key is None or not enabled():
         return None
     try:
         record = json.loads((directory() / f"{key}.json").read_text())
@@ -105,10 +112,10 @@ def recall(key: str) -> dict[str, Any] | None:
     return record
 
 
-def remember(key: str, record: dict[str, Any]) -> None:
+def remember(key: str | None, record: dict[str, Any]) -> None:
     """Store ``record`` under ``key`` atomically; a cache that cannot be written is skipped
-    (the next load validates again)."""
-    if not enabled():
+    (the next load validates again), and so is a None key."""
+    if key is None or not enabled():
         return
     folder = directory()
     try:
@@ -138,20 +145,28 @@ def clear() -> int:
     return removed
 
 
-def _class_source_hash(klass: type) -> str:
+def _class_source_hash(klass: type) -> str | None:
     try:
         source = inspect.getsourcefile(klass)
     except TypeError:
-        return "no-source"
-    return _file_hash(source) if source else "no-source"
+        return None
+    return _file_hash(source) if source else None
 
 
-@lru_cache(maxsize=None)
-def _file_hash(path: str) -> str:
+def _file_hash(path: str) -> str | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return _contents_hash(path, stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=256)
+def _contents_hash(path: str, _mtime_ns: int, _size: int) -> str | None:
     try:
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()
     except OSError:
-        return "unreadable"
+        return None
 
 
 @lru_cache(maxsize=1)
@@ -161,7 +176,7 @@ def _checking_code_hash() -> str:
     digest = hashlib.sha256()
     for name in _CHECKING_MODULES:
         module = importlib.import_module(name)
-        digest.update(_file_hash(str(module.__file__)).encode())
+        digest.update(str(_file_hash(str(module.__file__))).encode())
     return digest.hexdigest()
 
 
