@@ -6,6 +6,7 @@ import gc
 import weakref
 
 import psutil
+import pytest
 import torch
 
 from nnterp.nnsight_utils import collect_token_activations_batched, get_token_activations
@@ -65,3 +66,36 @@ def test_collected_activations_keep_no_graph_and_no_inputs_alive(llama):
     gc.collect()
     assert saved.shape == (len(PROMPTS), llama.hidden_size)
     assert watcher() is None, "a saved value kept the model's inputs alive"
+
+
+def _stopped_readers():
+    from nnterp.cache import cache_activations
+    from nnterp.interventions import logit_lens
+
+    return {
+        "get_token_activations": lambda model: get_token_activations(model, PROMPTS, layers=[-1]),
+        "cache_activations": lambda model: cache_activations(model, PROMPTS, ["layers_output"]),
+        "logit_lens": lambda model: logit_lens(model, PROMPTS),
+    }
+
+
+@pytest.mark.parametrize("reader", sorted(_stopped_readers()))
+def test_a_stopped_forward_frees_its_activations_at_once(llama, reader):
+    """Nothing of a stopped forward outlives the call, even with the cyclic collector off:
+    nnsight's stop exception is in a reference cycle with the forward's frames."""
+    last_layer = llama._module.get_submodule(llama.paths["layers"])[-1]
+    entering = []
+    handle = last_layer.register_forward_pre_hook(
+        lambda _m, args, kwargs: entering.append(weakref.ref(args[0] if args else kwargs["hidden_states"])),
+        with_kwargs=True,
+    )
+    gc.collect()
+    gc.disable()
+    try:
+        _stopped_readers()[reader](llama)
+        alive = [ref for ref in entering if ref() is not None]
+    finally:
+        gc.enable()
+        handle.remove()
+    assert len(entering) == 1
+    assert alive == []

@@ -30,6 +30,7 @@ import torch
 from nnterp.errors import InvalidInputError, LayerIndexError
 from nnterp.inputs import check_prompts
 from nnterp.positions import absolute_positions, as_position_list, traced_attention_mask
+from nnterp.tracing import free_stopped_forward, single_forward_options
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
@@ -265,7 +266,8 @@ def cache_activations(
     squeeze = isinstance(positions, int)
     stop_early = wanted[-1].name not in LAST_SITES
     saved: list[torch.Tensor] = []
-    with model.trace(prompts, **trace_kwargs) as tracer:
+    options = {**single_forward_options(model), **trace_kwargs} if stop_early else trace_kwargs
+    with model.trace(prompts, **options) as tracer:
         columns = position_columns(trace_attention_mask(model), positions)
         for site in wanted:
             value = select_positions(read_site(model, site), columns, position_dim(site), squeeze)
@@ -273,4 +275,6 @@ def cache_activations(
             saved.append(nnsight.save(value))
         if stop_early:
             tracer.stop()
+    if stop_early:
+        free_stopped_forward()
     return ActivationCache(model.num_layers, {site.key: value for site, value in zip(wanted, saved)})

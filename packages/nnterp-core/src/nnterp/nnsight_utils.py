@@ -12,7 +12,6 @@ Example:
 
 from __future__ import annotations
 
-import gc
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,7 @@ from tqdm.auto import tqdm
 from nnterp.accessors import normalize_layer
 from nnterp.errors import InvalidInputError
 from nnterp.positions import absolute_positions, as_position_list
+from nnterp.tracing import free_stopped_forward, single_forward_options
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
@@ -120,19 +120,14 @@ def _collect_batch(
     import nnsight  # lazily, as the trace itself does: importing this module must not load nnsight
 
     saved: dict[int, Any] = {}
-    # One forward never reuses a KV cache (models whose config has no use_cache are left as is).
-    options = {"use_cache": False} if getattr(model._module.config, "use_cache", None) is not None else {}
-    with torch.no_grad(), model.trace(dict(encoding), **options) as tracer:
+    with torch.no_grad(), model.trace(dict(encoding), **single_forward_options(model)) as tracer:
         for layer in sorted(set(layers)):
             hidden = model.layers_output[layer]
             saved[layer] = nnsight.save(hidden[rows.to(hidden.device), positions.to(hidden.device)])
             if stop_early and layer == last:
                 tracer.stop()
     if stop_early:
-        # nnsight's stop exception sits in a reference cycle with the traceback of the stopped
-        # forward, whose frames hold that forward's activations; a young-generation collection
-        # (well under a millisecond) frees them now instead of batches later.
-        gc.collect(1)
+        free_stopped_forward()
     return torch.stack([saved[layer] for layer in layers])
 
 

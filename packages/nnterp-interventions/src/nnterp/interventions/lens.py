@@ -9,6 +9,7 @@ import nnsight
 import torch
 
 from nnterp.inputs import index_list
+from nnterp.tracing import free_stopped_forward, single_forward_options
 from nnterp.interventions.positions import absolute_positions, as_position_list, traced_attention_mask
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ def logit_lens(
     positions = as_position_list(idx, "idx")
     needed = sorted(set(wanted))
     gathered: list[torch.Tensor] = []
-    with model.trace(prompts) as tracer:
+    with model.trace(prompts, **single_forward_options(model)) as tracer:
         mask = traced_attention_mask(model)
         relative = torch.tensor(positions).expand(mask.shape[0], -1)
         columns = absolute_positions(mask, relative, "idx")
@@ -66,6 +67,7 @@ def logit_lens(
             gathered.append(hidden[rows.to(hidden.device), columns.to(hidden.device)])
         states = nnsight.save(torch.stack(gathered, dim=1))
         tracer.stop()
+    free_stopped_forward()
     # One unembedding matmul for every layer at once: (batch, layers, positions, hidden).
     order = torch.tensor([needed.index(layer) for layer in wanted], device=states.device)
     logits = model.project_on_vocab(states.index_select(1, order)).float()
