@@ -21,12 +21,17 @@ from nnterp.testing import tiny_model, tiny_tokenizer
 
 model = StandardizedTransformer(tiny_model("llama"), tiny_tokenizer())
 vector = torch.ones(model.hidden_size)
-with torch.no_grad(), model.trace("Hello world"):
+prompts = ["Hello world", "The cat sat on the mat"]
+with torch.no_grad(), model.trace(prompts):
     model.steer(layers=0, steering_vector=vector)
+    early = model.layers_output[0].sum().save()
+    model.steer(layers=1, steering_vector=vector, token_positions=[0, -1])
     local = model.logits.save()
 # remote="local" serializes the block exactly as for NDIF, deserializes it, and runs it.
-with torch.no_grad(), model.trace("Hello world", remote="local"):
+with torch.no_grad(), model.trace(prompts, remote="local"):
     model.steer(layers=0, steering_vector=vector)
+    early = model.layers_output[0].sum().save()
+    model.steer(layers=1, steering_vector=vector, token_positions=[0, -1])
     simulated = model.logits.save()
 print("by-value", "nnterp" in _PICKLE_BY_VALUE_MODULES)
 print("equal", torch.equal(local, simulated))

@@ -142,12 +142,17 @@ def test_positions_outside_a_prompt_raise_naming_it(model, prompts):
         torch.testing.assert_close(batched[row, -alone.shape[1]:], alone[0], atol=1e-4, rtol=1e-5)
 
 
-def test_positions_are_asked_before_any_module(tiny_llama, prompts):
+def test_positions_may_follow_other_reads_in_a_single_invoke_trace(tiny_llama, prompts):
     vector = torch.ones(tiny_llama.hidden_size)
-    with pytest.raises(InvalidInputError, match="before any module"), torch.no_grad(), tiny_llama.trace(prompts):
-        tiny_llama.layers_output[0].save()
-        steer(tiny_llama, layers=1, steering_vector=vector, token_positions=-1)
-    # Without positions steer reads no mask, so it may come after other reads.
+    steered_first = steered_logits(tiny_llama, prompts, layers=1, steering_vector=vector, token_positions=[0, -1])
+    with torch.no_grad(), tiny_llama.trace(prompts):
+        early = tiny_llama.layers_output[0].save()
+        steer(tiny_llama, layers=1, steering_vector=vector, token_positions=[0, -1])
+        logits = tiny_llama.logits.save()
+    assert early.shape[0] == len(prompts)
+    assert torch.equal(logits, steered_first)
+    assert not torch.equal(logits, steered_logits(tiny_llama, prompts))
+    # Without positions steer reads no mask at all.
     with torch.no_grad(), tiny_llama.trace(prompts):
         before = tiny_llama.layers_output[-1].clone().save()
         steer(tiny_llama, layers=-1, steering_vector=vector)
@@ -155,6 +160,17 @@ def test_positions_are_asked_before_any_module(tiny_llama, prompts):
     with torch.no_grad():
         expected = tiny_llama.project_on_vocab(before + vector)
     torch.testing.assert_close(logits, expected)
+
+
+def test_positions_after_a_read_in_a_trace_with_several_invokes_are_refused(tiny_llama, prompts):
+    vector = torch.ones(tiny_llama.hidden_size)
+    with pytest.raises(InvalidInputError, match="several invokes"), torch.no_grad():  # noqa: SIM117 - NNsight runs the body
+        with tiny_llama.trace() as tracer:
+            with tracer.invoke(prompts[0]):
+                tiny_llama.layers_output[0].save()
+                steer(tiny_llama, layers=1, steering_vector=vector, token_positions=-1)
+            with tracer.invoke(prompts[1]):
+                tiny_llama.layers_output[0].save()
 
 
 def test_positions_in_a_later_generation_step_are_refused(tiny_llama, prompts):

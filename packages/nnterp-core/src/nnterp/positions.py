@@ -106,14 +106,16 @@ def traced_attention_mask(model: StandardizedTransformer, needed_for: str = "tok
     """Inside a trace: the forward's attention mask (batch, seq), all ones when none was passed.
 
     ``generate`` drops the mask of a batch without padding; every token is then real. The mask
-    is the model's input, so it must be read before any module of the trace (forward order).
+    is the one nnterp kept when the batch was assembled (`StandardizedTransformer.
+    batch_attention_mask`), so any point of a single-invoke trace can read it; in a trace with
+    several invokes it is the forward's input, read in forward order (before any module).
 
     Args:
         model: the traced `StandardizedTransformer`.
         needed_for: what the mask is read for, named in the error.
 
     Raises:
-        InvalidInputError: the forward already ran past its input (a module was read first).
+        InvalidInputError: a module was read first in a trace with several invokes.
 
     Example:
         >>> with model.trace(["Hello", "The capital of France is"]):
@@ -121,13 +123,17 @@ def traced_attention_mask(model: StandardizedTransformer, needed_for: str = "tok
     """
     from nnsight.intervention.interleaver import OutOfOrderError  # lazily: nnsight is heavy
 
+    kept = model.batch_attention_mask()
+    if kept is not None:
+        return kept
     try:
         return model.attention_mask
     except OutOfOrderError as error:
         raise InvalidInputError(
             f"{needed_for} count within each prompt, which needs the trace's attention mask, but "
-            "the forward already ran past its input (a module was read or edited first): in one "
-            "trace, ask for it before any module (forward order), or use two traces."
+            "the forward already ran past its input (a module was read or edited first) in a "
+            "trace with several invokes: ask for it before any module (forward order), or use "
+            "two traces."
         ) from error
 
 

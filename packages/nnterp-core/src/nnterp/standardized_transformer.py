@@ -322,12 +322,13 @@ class StandardizedTransformer(TransformersModel):
                 nnterp (`nnterp.positions`): ``0`` is each prompt's first real token, ``-1``
                 its last, whatever the left padding; so a prompt is steered the same in a
                 batch as alone. Default ``None``: every column of the batch, padding included.
-                Positions read the trace's attention mask, so call ``steer`` with them before
-                reading any module in the trace.
+                In a trace with several invokes, call ``steer`` with positions before reading
+                any module (they need the forward's attention mask, read in forward order).
             batch_index: rows of the batch to steer (default all).
 
         Raises:
-            InvalidInputError: wrong vector size, empty lists, positions asked after a module.
+            InvalidInputError: wrong vector size, empty lists, positions asked after a module
+                in a trace with several invokes.
             LayerIndexError: a layer or ``batch_index`` out of range.
             TokenPositionError: a position outside a steered prompt's tokens (names the prompt).
 
@@ -400,6 +401,10 @@ class StandardizedTransformer(TransformersModel):
 
     def _batch(self, invokes: list, fn: Any) -> tuple:
         batched = super()._batch(invokes, fn)
+        batcher = getattr(self.interleaver, "batcher", None)
+        if batcher is not None:
+            # Kept on nnsight's per-run batcher, so it lives exactly as long as this run.
+            batcher.__dict__[_MASK_ATTRIBUTE] = _single_invoke_mask(invokes, batched)
         if self.spec.position_ids_from_mask or not isinstance(batched, tuple) or len(batched) != 2:
             return batched
         args, kwargs = batched
@@ -408,6 +413,21 @@ class StandardizedTransformer(TransformersModel):
             if not given:
                 kwargs = {key: value for key, value in kwargs.items() if key != "position_ids"}
         return args, kwargs
+
+    def batch_attention_mask(self) -> torch.Tensor | None:
+        """The attention mask (batch, seq) of the forward being traced, readable at any point
+        of the trace body (``model.attention_mask`` must come before any module).
+
+        None outside a running forward, and in traces with several invokes, whose bodies each
+        see only their own rows.
+
+        Example:
+            >>> with model.trace(["Hi", "The capital of France is"]):
+            ...     hidden = model.layers_output[2].save()
+            ...     mask = model.batch_attention_mask()      # (2, seq), 0 at "Hi"'s padding
+        """
+        current = getattr(self.interleaver, "batcher", None)
+        return None if current is None else getattr(current, "__dict__", {}).get(_MASK_ATTRIBUTE)
 
     def trace(self, *inputs: Any, **kwargs: Any) -> Any:
         """Open a trace (see NNsight); prompts are checked at nnterp's boundary first.
@@ -447,6 +467,21 @@ def _checked_output_structure(
         },
     )
     return structure
+
+
+#: Where `StandardizedTransformer._batch` keeps a single-invoke run's attention mask.
+_MASK_ATTRIBUTE = "_nnterp_attention_mask"
+
+
+def _single_invoke_mask(invokes: list, batched: Any) -> torch.Tensor | None:
+    if len(invokes) != 1 or not isinstance(batched, tuple) or len(batched) != 2:
+        return None
+    args, kwargs = batched
+    mask = kwargs.get("attention_mask") if isinstance(kwargs, dict) else None
+    if mask is None:
+        input_ids = kwargs.get("input_ids", args[0] if args else None) if isinstance(kwargs, dict) else None
+        mask = torch.ones_like(input_ids) if isinstance(input_ids, torch.Tensor) else None
+    return mask if isinstance(mask, torch.Tensor) else None
 
 
 def _spec_from_plugins(model: torch.nn.Module) -> ArchitectureSpec | None:

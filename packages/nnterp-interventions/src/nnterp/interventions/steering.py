@@ -33,7 +33,8 @@ def steer(
         batch_index: rows of the batch to steer (default all).
 
     Raises:
-        InvalidInputError: wrong vector size, empty lists.
+        InvalidInputError: wrong vector size, empty lists, positions asked after a module in
+            a trace with several invokes.
         LayerIndexError: a layer or ``batch_index`` out of range.
         TokenPositionError: a position outside a steered prompt's tokens.
 
