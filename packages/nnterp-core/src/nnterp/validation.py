@@ -187,7 +187,7 @@ def validate(model: StandardizedTransformer) -> OutputStructure:
     last = model.num_layers - 1
     got: dict[str, Any] = {}
     try:
-        with _recording(_watched_modules(model)) as expected:
+        with _recording(_watched_modules(model)) as expected:  # noqa: SIM117 - NNsight reads the trace's own block
             with torch.no_grad(), model.trace(dict(inputs)):
                 if model.paths["embed_tokens"]:
                     got["embed"] = (None, nnsight.save(model.token_embeddings))
@@ -230,9 +230,8 @@ def validate(model: StandardizedTransformer) -> OutputStructure:
             raise _fail(model, f"{name} output has shape {tuple(value_out.shape)}, expected {(batch, seq, hidden)}")
         if not torch.equal(value_out, expected_out):
             raise _fail(model, f"{name} output differs from a plain forward hook on the HF module")
-        if value_in is not None and isinstance(expected_in, torch.Tensor):
-            if not torch.equal(value_in, expected_in):
-                raise _fail(model, f"{name} input differs from a plain forward hook on the HF module")
+        if value_in is not None and isinstance(expected_in, torch.Tensor) and not torch.equal(value_in, expected_in):
+            raise _fail(model, f"{name} input differs from a plain forward hook on the HF module")
     if not _projection_matches_logits(model, expected, got["logits"]):
         raise _fail(
             model,

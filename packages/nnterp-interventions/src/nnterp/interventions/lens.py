@@ -9,8 +9,8 @@ import nnsight
 import torch
 
 from nnterp.inputs import index_list
-from nnterp.tracing import free_stopped_forward, single_forward_options
 from nnterp.interventions.positions import absolute_positions, as_position_list, traced_attention_mask
+from nnterp.tracing import free_stopped_forward, single_forward_options
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
