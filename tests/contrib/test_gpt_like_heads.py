@@ -109,3 +109,17 @@ def test_per_head_sites_equal_the_hf_attention(model_type: str) -> None:
     torch.testing.assert_close(z, _split(seen["z"], heads))
     # The model's own attention: each head's output is its probabilities times its values.
     torch.testing.assert_close(z, torch.einsum("bhqk,bkhd->bqhd", probs, v), atol=1e-5, rtol=1e-4)
+
+
+def test_partial_rotary_models_say_why_rotated_queries_are_unavailable():
+    # GPT-J rotates only the first rotary_dim channels of each head, in a call nnterp cannot
+    # read as whole rotated queries: the error must not claim the model does not rotate.
+    hf_model = tiny_model("gptj")
+    assert hf_model.config.rotary_dim
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = StandardizedTransformer(hf_model, tiny_tokenizer())
+    with pytest.raises(UnavailableComponentError, match="cannot read where it does") as raised:  # noqa: SIM117 - NNsight runs the body
+        with model.trace(PROMPT):
+            model.queries_rotated[0]
+    assert "rotary_embedding=None" in str(raised.value)

@@ -255,8 +255,11 @@ class HeadsAccessor:
         name = self.layout.rotary_embedding
         if name is None:
             raise self._unavailable(
-                "this architecture does not rotate queries and keys (spec rotary_embedding=None); "
-                "use queries/keys, which are what its attention scores use."
+                "the spec names no rotary-embedding call (rotary_embedding=None): either this "
+                "architecture does not rotate queries and keys (then queries/keys are what its "
+                "attention scores use), or nnterp cannot read where it does (e.g. a rotation of "
+                "part of each head); set the spec's rotary_embedding to the function its "
+                "attention calls if there is one."
             )
         try:
             return find_call(attention.source, name)
