@@ -229,3 +229,31 @@ def test_device_map_auto_only_with_an_accelerator(saved_llama, monkeypatch):
     StandardizedTransformer(str(saved_llama), device_map="cpu")
     assert passed == [None, "auto", "cpu"]
     assert next(with_accelerator._module.parameters()).device.type == "cpu"
+
+
+CROSS_PROCESS_SCRIPT = """
+import warnings; warnings.simplefilter("ignore")
+from nnterp import StandardizedTransformer, validation_cache
+from nnterp.testing import tiny_model, tiny_tokenizer
+hf_model = tiny_model("llama")
+calls = []
+hf_model.get_input_embeddings().register_forward_hook(lambda *_: calls.append(1))
+model = StandardizedTransformer(hf_model, tiny_tokenizer())
+print(validation_cache.key_for(model, None), len(calls))
+"""
+
+
+def test_a_record_is_reused_by_a_later_process(cache_on, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    environment = {**os.environ, "NNTERP_VALIDATION_CACHE": "1", "NNTERP_CACHE_DIR": str(tmp_path)}
+    runs = [
+        subprocess.run([sys.executable, "-c", CROSS_PROCESS_SCRIPT], capture_output=True, text=True, env=environment)
+        for _ in range(2)
+    ]
+    assert [run.returncode for run in runs] == [0, 0], runs[-1].stderr[-2000:]
+    (first_key, first_forwards), (second_key, second_forwards) = (run.stdout.split() for run in runs)
+    assert first_key == second_key
+    assert (first_forwards, second_forwards) == ("1", "0")
