@@ -188,7 +188,7 @@ def test_a_reinstalled_identical_gguf_keeps_the_cache_and_refreshes_the_marker(s
     def no_hashing(path):
         raise AssertionError("the refreshed marker should make the check hash-free")
 
-    monkeypatch.setattr(default_model, "_sha256", no_hashing)
+    monkeypatch.setattr(default_model, "file_sha256", no_hashing)
     assert default_model_path(root) == target
 
 

@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib.util
 import json
 import os
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nnterp.errors import InvalidInputError
-from nnterp.storage import cache_root
+from nnterp.storage import cache_root, file_sha256
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
@@ -86,14 +85,6 @@ def gguf_source() -> Path:
     return files[0]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def source_fingerprint(source: Path) -> dict[str, Any]:
     """What identifies a GGUF file: name, size, modification time and SHA-256 of its bytes."""
     stat = source.stat()
@@ -102,7 +93,7 @@ def source_fingerprint(source: Path) -> dict[str, Any]:
         "source": source.name,
         "size": stat.st_size,
         "mtime_ns": stat.st_mtime_ns,
-        "sha256": _sha256(source),
+        "sha256": file_sha256(source),
     }
 
 
@@ -126,7 +117,7 @@ def cache_matches_source(directory: Path, source: Path) -> bool:
         return False
     if marker.get("mtime_ns") == stat.st_mtime_ns:
         return True
-    return marker.get("sha256") == _sha256(source)
+    return marker.get("sha256") == file_sha256(source)
 
 
 def _refresh_marker_time(directory: Path, source: Path) -> None:

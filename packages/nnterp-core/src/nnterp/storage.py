@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -22,4 +23,18 @@ def cache_root() -> Path:
     return base / "nnterp"
 
 
-__all__ = ["cache_root"]
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 4 MiB blocks.
+
+    Example:
+        >>> file_sha256("model.gguf")
+        '9f86d08...'
+    """
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+__all__ = ["cache_root", "file_sha256"]

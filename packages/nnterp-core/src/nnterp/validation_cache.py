@@ -32,13 +32,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nnterp.status import installed_versions
-from nnterp.storage import cache_root
+from nnterp.storage import cache_root, file_sha256
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
 
 #: Bump when the meaning of a record changes, so old records are ignored.
-RECORD_FORMAT = 1
+RECORD_FORMAT = 2
 #: Environment variable that turns the cache off when set to 0, false, no or off.
 ENV_SWITCH = "NNTERP_VALIDATION_CACHE"
 
@@ -164,7 +164,7 @@ def _file_hash(path: str) -> str | None:
 @lru_cache(maxsize=256)
 def _contents_hash(path: str, _mtime_ns: int, _size: int) -> str | None:
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return file_sha256(path)
     except OSError:
         return None
 
