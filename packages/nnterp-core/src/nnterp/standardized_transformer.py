@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any, Sequence, cast
 
 import torch
@@ -256,15 +257,10 @@ class StandardizedTransformer(TransformersModel):
 
     def _root_input(self, key: str) -> torch.Tensor:
         args, kwargs = self.inputs
-        if kwargs.get(key) is not None:
-            return kwargs[key]
-        input_ids = kwargs.get("input_ids", args[0] if args else None)
-        if key == "input_ids" and input_ids is not None:
-            return input_ids
-        if key == "attention_mask" and input_ids is not None:
-            # transformers' generate drops an all-ones mask: no padding means every token counts.
-            return torch.ones_like(input_ids)
-        raise InvalidInputError(f"this trace's input has no {key!r}")
+        value = _forward_input(args, kwargs, key)
+        if value is None:
+            raise InvalidInputError(f"this trace's input has no {key!r}")
+        return value
 
     # -- operations -------------------------------------------------------------------------
 
@@ -455,16 +451,9 @@ def _checked_output_structure(
     key = validation_cache.key_for(model, rename)
     record = validation_cache.recall(key)
     if record is not None and (record["validated"] or not check_renaming):
-        return OutputStructure(record["layer_returns_tuple"], record["layer_tuple_length"])
+        return OutputStructure(**record["output_structure"])
     structure = validate(model) if check_renaming else probe_output_structure(model)
-    validation_cache.remember(
-        key,
-        {
-            "validated": check_renaming,
-            "layer_returns_tuple": structure.layer_returns_tuple,
-            "layer_tuple_length": structure.layer_tuple_length,
-        },
-    )
+    validation_cache.remember(key, {"validated": check_renaming, "output_structure": dataclasses.asdict(structure)})
     return structure
 
 
@@ -472,15 +461,23 @@ def _checked_output_structure(
 _MASK_ATTRIBUTE = "_nnterp_attention_mask"
 
 
+def _forward_input(args: Any, kwargs: Any, key: str) -> torch.Tensor | None:
+    """``input_ids`` or ``attention_mask`` of a forward call's ``(args, kwargs)``, or None."""
+    if not isinstance(kwargs, dict):
+        return None
+    if isinstance(kwargs.get(key), torch.Tensor):
+        return kwargs[key]
+    input_ids = kwargs.get("input_ids", args[0] if args else None)
+    if not isinstance(input_ids, torch.Tensor):
+        return None
+    # transformers' generate drops an all-ones mask: no padding means every token counts.
+    return input_ids if key == "input_ids" else torch.ones_like(input_ids)
+
+
 def _single_invoke_mask(invokes: list, batched: Any) -> torch.Tensor | None:
     if len(invokes) != 1 or not isinstance(batched, tuple) or len(batched) != 2:
         return None
-    args, kwargs = batched
-    mask = kwargs.get("attention_mask") if isinstance(kwargs, dict) else None
-    if mask is None:
-        input_ids = kwargs.get("input_ids", args[0] if args else None) if isinstance(kwargs, dict) else None
-        mask = torch.ones_like(input_ids) if isinstance(input_ids, torch.Tensor) else None
-    return mask if isinstance(mask, torch.Tensor) else None
+    return _forward_input(*batched, "attention_mask")
 
 
 def _spec_from_plugins(model: torch.nn.Module) -> ArchitectureSpec | None:
