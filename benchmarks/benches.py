@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -59,46 +59,45 @@ def make_row(kind: str, key: str, title: str, ours: harness.Measured, base: harn
 # -- in-process benchmarks ---------------------------------------------------------------------
 
 
+def _checked_pair(kind: str, key: str, ours: Callable[[], Any], baseline: Callable[[], Any],
+                  plan: harness.Plan, target: float | None) -> Row:
+    """Check that both sides give the same tensor, then time them interleaved."""
+    difference = w.check_close(key, ours(), baseline())
+    ours_time, base_time = harness.interleaved(ours, baseline, plan)
+    return make_row(kind, key, TITLES[key], ours_time, base_time, target, difference)
+
+
 def bench_a(kind: str, ours_model: Any, baseline: tuple[Any, Any], plan: harness.Plan, target: float | None) -> Row:
     hf_model, tokenizer = baseline
     prompt = w.SINGLE_PROMPT
-    difference = w.check_close(
-        "a", w.last_token_all_layers_ours(ours_model, prompt), w.last_token_all_layers_baseline(hf_model, tokenizer, prompt)
-    )
-    ours, base = harness.interleaved(
+    return _checked_pair(
+        kind, "a",
         lambda: w.last_token_all_layers_ours(ours_model, prompt),
         lambda: w.last_token_all_layers_baseline(hf_model, tokenizer, prompt),
-        plan,
+        plan, target,
     )
-    return make_row(kind, "a", TITLES["a"], ours, base, target, difference)
 
 
 def bench_a_nnsight(kind: str, ours_model: Any, plain: Any, plan: harness.Plan) -> Row:
     """Informational: nnterp's trace against the same trace in nnsight alone."""
     prompt = w.SINGLE_PROMPT
-    difference = w.check_close(
-        "a/nnsight", w.last_token_all_layers_ours(ours_model, prompt), w.last_token_all_layers_nnsight(plain, prompt)
-    )
-    ours, base = harness.interleaved(
+    return _checked_pair(
+        kind, "a/nnsight",
         lambda: w.last_token_all_layers_ours(ours_model, prompt),
         lambda: w.last_token_all_layers_nnsight(plain, prompt),
-        plan,
+        plan, None,
     )
-    return make_row(kind, "a/nnsight", TITLES["a/nnsight"], ours, base, None, difference)
 
 
 def bench_c(kind: str, ours_model: Any, baseline: tuple[Any, Any], plan: harness.Plan, target: float | None) -> Row:
     hf_model, tokenizer = baseline
     prompts = w.LENS_PROMPTS
-    difference = w.check_close(
-        "c", w.logit_lens_ours(ours_model, prompts), w.logit_lens_baseline(hf_model, tokenizer, prompts)
-    )
-    ours, base = harness.interleaved(
+    return _checked_pair(
+        kind, "c",
         lambda: w.logit_lens_ours(ours_model, prompts),
         lambda: w.logit_lens_baseline(hf_model, tokenizer, prompts),
-        plan,
+        plan, target,
     )
-    return make_row(kind, "c", TITLES["c"], ours, base, target, difference)
 
 
 def bench_d(source: w.ModelSource, plan: harness.Plan, target: float | None) -> list[Row]:
