@@ -448,7 +448,7 @@ def _checked_output_structure(
     from nnterp import validation_cache
     from nnterp.validation import OutputStructure, probe_output_structure, validate
 
-    key = validation_cache.key_for(model, rename)
+    key = validation_cache.key_for(model, rename) if validation_cache.enabled() else None
     record = validation_cache.recall(key)
     if record is not None and (record["validated"] or not check_renaming):
         return OutputStructure(**record["output_structure"])
