@@ -15,6 +15,7 @@ import torch
 from nnterp.errors import LayerIndexError
 
 if TYPE_CHECKING:
+    from nnterp.spec import Contribution
     from nnterp.standardized_transformer import StandardizedTransformer
 
 
@@ -109,6 +110,96 @@ class LayerAccessor:
         return f"<{self.description} of {self._model.num_layers} layers>"
 
 
+def child_envoy(envoy: Any, path: str) -> Any:
+    """The envoy at dotted ``path`` below ``envoy`` (``"attention.dense"``)."""
+    for name in path.split("."):
+        envoy = getattr(envoy, name)
+    return envoy
+
+
+def module_argument(envoy: Any, name: str, position: int) -> Any:
+    """The argument ``name`` (keyword) or at ``position`` (positional) of a module call, in a trace."""
+    args, kwargs = envoy.inputs
+    if name in kwargs:
+        return kwargs[name]
+    return args[position]
+
+
+class ContributionAccessor:
+    """``accessor[i]``: what a sublayer of layer ``i`` adds to the residual stream.
+
+    Read as the spec's `nnterp.spec.Contribution` says (the sublayer module's output by
+    default; a post-sublayer norm's output; minus an in-module residual; times a branch
+    scale), so ``layers_input[i] + mixers_output[i] + mlps_output[i] == layers_output[i]``
+    on every block that adds to a residual stream. Assigning replaces the contribution: the
+    module's output becomes ``value / scale + residual``.
+
+    Args:
+        model: The `StandardizedTransformer`.
+        locate: ``locate(i)`` gives ``(layer envoy, envoy whose output is read, Contribution)``
+            for a non-negative layer index, or raises `UnavailableComponentError`.
+        description: What the values are, for ``repr``.
+
+    Example:
+        >>> with model.trace("Hello"):
+        ...     attn = model.attentions_output[2].save()       # (batch, seq, hidden)
+        ...     model.mlps_output[2] = model.mlps_output[2] * 0  # ablate layer 2's MLP
+    """
+
+    def __init__(
+        self,
+        model: StandardizedTransformer,
+        locate: Callable[[int], tuple[Any, Any, Contribution]],
+        description: str,
+    ) -> None:
+        self._model = model
+        self._locate = locate
+        self.description = description
+
+    def module(self, layer: int) -> Any:
+        """The envoy whose output holds layer ``layer``'s contribution."""
+        return self._locate(normalize_layer(self._model, layer))[1]
+
+    def _scale(self, layer_envoy: Any, contribution: Contribution) -> float | None:
+        if contribution.scale is None:
+            return None
+        return float(getattr(layer_envoy._module, contribution.scale))
+
+    def __getitem__(self, layer: int) -> torch.Tensor:
+        layer_envoy, envoy, contribution = self._locate(normalize_layer(self._model, layer))
+        residual = None
+        if contribution.residual_argument is not None:
+            residual = first_tensor(module_argument(envoy, *contribution.residual_argument))
+        value = first_tensor(envoy.output)
+        if contribution.mutated_after_return:
+            value = value.clone()
+        if residual is not None:
+            value = value - residual
+        scale = self._scale(layer_envoy, contribution)
+        return value if scale is None else value * scale
+
+    def __setitem__(self, layer: int, value: torch.Tensor) -> None:
+        layer_envoy, envoy, contribution = self._locate(normalize_layer(self._model, layer))
+        residual = None
+        if contribution.residual_argument is not None:
+            residual = first_tensor(module_argument(envoy, *contribution.residual_argument))
+        scale = self._scale(layer_envoy, contribution)
+        raw = value if scale is None else value / scale
+        if residual is not None:
+            raw = raw + residual
+        envoy.output = replace_first(envoy.output, raw)
+
+    def __len__(self) -> int:
+        return self._model.num_layers
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for layer in range(len(self)):
+            yield self[layer]
+
+    def __repr__(self) -> str:
+        return f"<{self.description} of {self._model.num_layers} layers>"
+
+
 class AttentionProbabilitiesAccessor:
     """``model.attention_probabilities[i]``: layer ``i``'s attention probabilities.
 
@@ -125,7 +216,7 @@ class AttentionProbabilitiesAccessor:
         model = self._model
         model._require_attention_probabilities()
         layer = normalize_layer(model, layer)
-        return locate_probabilities(model.attentions[layer], model.spec.attention_probabilities, layer)
+        return locate_probabilities(model._attention(layer), model.spec.attention_probabilities, layer)
 
     def __getitem__(self, layer: int) -> torch.Tensor:
         return self._operation(layer).output
@@ -139,7 +230,7 @@ class AttentionProbabilitiesAccessor:
     def print_source(self, layer: int = 0) -> None:
         """Print the attention forward of ``layer`` and the operation chain that is hooked."""
         model = self._model
-        attention = model.attentions[normalize_layer(model, layer)]
+        attention = model._attention(normalize_layer(model, layer))
         print(attention.source)
         chain = model.spec.attention_probabilities
         print(

@@ -30,31 +30,13 @@ import torch
 from nnterp.errors import InvalidInputError, LayerIndexError
 from nnterp.inputs import check_prompts
 from nnterp.positions import absolute_positions, as_position_list, traced_attention_mask
+from nnterp.sites import FIRST_SITES, LAST_SITES, LAYER_SITES, site_info
 from nnterp.tracing import free_stopped_forward, single_forward_options
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
 
-#: Per-layer accessors, in the order the forward reaches them within one layer.
-LAYER_SITES = (
-    "layers_input",
-    "attentions_input",
-    "queries",
-    "keys",
-    "values",
-    "queries_rotated",
-    "keys_rotated",
-    "attention_probabilities",
-    "heads_output",
-    "attentions_output",
-    "mlps_input",
-    "mlps_output",
-    "layers_output",
-)
-#: Whole-model accessors: before every layer, and after every layer.
-FIRST_SITES = ("token_embeddings",)
-LAST_SITES = ("logits",)
-
+# Site names and their forward order come from the site table.
 #: Positions: ``None`` (all), one position, or several.
 Positions = int | Sequence[int] | None
 
@@ -145,8 +127,8 @@ def write_site(model: StandardizedTransformer, site: Site, value: torch.Tensor) 
 
 def position_dim(site: Site) -> int:
     """The dimension of ``site``'s tensor that indexes token positions (queries for
-    attention probabilities)."""
-    return 2 if site.name == "attention_probabilities" else 1
+    attention probabilities), from the site table."""
+    return site_info(site.name).position_dim
 
 
 def position_columns(attention_mask: torch.Tensor, positions: Positions) -> torch.Tensor | None:

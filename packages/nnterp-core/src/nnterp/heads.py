@@ -32,21 +32,20 @@ Example:
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from nnterp.accessors import child_envoy as _child
 from nnterp.accessors import normalize_layer
 from nnterp.errors import InvalidInputError, UnavailableComponentError
+from nnterp.sites import HEAD_SITES
 from nnterp.spec import config_value
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
 
-#: The per-head accessors, in forward order.
-HEAD_SITES = ("queries", "keys", "values", "queries_rotated", "keys_rotated", "heads_output")
 
 
 @dataclass(frozen=True)
@@ -123,7 +122,10 @@ def attention_layout(model: StandardizedTransformer) -> AttentionLayout:
         (9, 3, 64)
     """
     spec = model.spec
-    attention = _layer_attention(model, 0)
+    attention_layers = model.attention_layers
+    if model.paths["self_attn"] is not None and not attention_layers:
+        raise UnavailableComponentError(f"{spec.name}: no layer of this model is softmax attention.")
+    attention = _layer_attention(model, attention_layers[0] if attention_layers else 0)
     num_heads = model.num_heads
     if not num_heads:
         raise UnavailableComponentError(
@@ -173,10 +175,6 @@ def attention_layout(model: StandardizedTransformer) -> AttentionLayout:
         num_kv_heads=num_kv_heads,
         head_dim=head_dim,
     )
-
-
-def _child(envoy: Any, path: str) -> Any:
-    return functools.reduce(getattr, path.split("."), envoy)
 
 
 def _split_heads(tensor: torch.Tensor, heads: int) -> torch.Tensor:

@@ -25,7 +25,8 @@ def _has_submodule(module: torch.nn.Module, path: str) -> bool:
 def resolve_paths(model: torch.nn.Module, spec: ArchitectureSpec) -> dict[str, str | None]:
     """The path of each standard part that exists in ``model`` (``None`` where the spec has none).
 
-    Root parts are resolved from the model root, ``self_attn``/``mlp`` from layer 0.
+    Root parts are resolved from the model root, ``self_attn``/``mlp`` from the layers (the
+    first candidate path that some layer has).
 
     Raises:
         RenamingError: a part the spec declares is found at none of its candidate paths.
@@ -39,14 +40,14 @@ def resolve_paths(model: torch.nn.Module, spec: ArchitectureSpec) -> dict[str, s
             missing.append(f"{part} (tried {', '.join(candidates)})")
         resolved[part] = found
     layers = cast(torch.nn.ModuleList, model.get_submodule(resolved["layers"])) if resolved["layers"] else None
-    first_layer = layers[0] if layers is not None and len(layers) else None
+    # Hybrid models hold some parts in some layers only: a part is found if any layer has it.
     for part in LAYER_PARTS:
         candidates = spec.path(part)
-        found = None
-        if first_layer is not None:
-            found = next((path for path in candidates if _has_submodule(first_layer, path)), None)
+        found = next(
+            (path for path in candidates for layer in (layers or ()) if _has_submodule(layer, path)), None
+        )
         if candidates and found is None:
-            missing.append(f"layers[0].{part} (tried {', '.join(candidates)})")
+            missing.append(f"layers[i].{part} (tried {', '.join(candidates)})")
         resolved[part] = found
     if missing:
         raise RenamingError(unresolved_message(model, spec.name, missing))

@@ -47,6 +47,68 @@ STANDARD_PARTS = ("embed_tokens", "layers", "self_attn", "mlp", "ln_final", "lm_
 
 
 @dataclass(frozen=True)
+class Contribution:
+    """Where a sublayer's contribution to the residual stream is read, when it is not simply
+    the output of the sublayer's module (the default, all fields unset).
+
+    The contribution is ``scale * (output - residual)``: the output of ``output`` (a module
+    path from the layer), minus the residual the module adds itself, times a branch scale.
+    Writing ``c`` sets that module's output to ``c / scale + residual``.
+
+    Attributes:
+        output: Module (path from the layer) whose output holds the contribution: a
+            post-sublayer norm (Gemma-2/3, OLMo-2 ``post_attention_layernorm``), or the last
+            feed-forward projection of a layer without an MLP module (``fc2``). ``None``: the
+            sublayer module itself.
+        input: Module (path from the layer) whose input is the sublayer's input, when the
+            sublayer has no module (``fc1``). ``None``: the sublayer module.
+        residual_argument: ``(name, position)`` of the argument through which the module
+            receives the residual it adds to its own output (BLOOM's ``residual``, argument 1).
+        scale: Name of a float attribute of the layer that multiplies the sublayer output
+            before the residual add (MiniCPM ``residual_scale``, Granite ``residual_multiplier``).
+        mutated_after_return: The layer adds to the returned tensor in place afterwards
+            (Falcon's ``mlp_output += attention_output``): reads copy it as it was returned.
+
+    Example:
+        >>> SANDWICH = Contribution(output="post_attention_layernorm")
+        >>> IN_MODULE_RESIDUAL = Contribution(residual_argument=("residual", 1))
+    """
+
+    output: str | None = None
+    input: str | None = None
+    residual_argument: tuple[str, int] | None = None
+    scale: str | None = None
+    mutated_after_return: bool = False
+
+
+#: The plain case: the sublayer module's output is what the block adds.
+MODULE_OUTPUT = Contribution()
+
+
+@dataclass(frozen=True)
+class Mixer:
+    """One kind of token mixer a layer may hold (hybrid models hold several kinds).
+
+    Attributes:
+        path: Module path from the layer (``"self_attn"``, ``"linear_attn"``, ``"mamba"``).
+        kind: What it is: ``"attention"`` (softmax attention: probabilities, per-head
+            sites) or a name for another mixer (``"mamba"``, ``"gated_deltanet"``,
+            ``"short_conv"``, ``"rg_lru"``, ``"linear_attention"``).
+        contribution: Where its contribution is read (see `Contribution`).
+        attention_class: For a path shared by softmax and other mixers, a substring of the
+            softmax module's class name that tells them apart (``None``: the path decides).
+
+    Example:
+        >>> Mixer("linear_attn", "gated_deltanet")
+    """
+
+    path: str
+    kind: str
+    contribution: Contribution = MODULE_OUTPUT
+    attention_class: str | None = None
+
+
+@dataclass(frozen=True)
 class ArchitectureSpec:
     """Where the standard parts live in one family of HuggingFace causal LMs.
 
@@ -90,6 +152,19 @@ class ArchitectureSpec:
             convention), which must receive none.
         attention_sinks: The attention has learned sinks (extra softmax logits that attend to
             nothing, as in gpt-oss): the probabilities over the real keys sum to at most 1.
+        attention_contribution, mlp_contribution: Where the attention's and the MLP's
+            contributions to the residual stream are read (see `Contribution`); the
+            default is each module's own output.
+        mixers: For hybrids and state-space models, the token mixers a layer may hold, tried
+            in order per layer (see `Mixer`); empty: every layer's mixer is ``self_attn``,
+            softmax attention.
+        post_norm: The blocks normalise after the residual add (BERT, GPT-1): no sublayer
+            output is an additive contribution. ``True``, or ``(config_key, value)`` when
+            the config decides (OPT's ``("do_layer_norm_before", False)``).
+        embedding_projection: Module path (from the root) that maps the embeddings into the
+            residual stream when their width differs (OPT ``project_in``); ``None``: none.
+        unembedding_projection: Module path (from the root) between the final norm and
+            ``lm_head`` (OPT ``project_out``); ``None``: none.
     """
 
     name: str
@@ -117,6 +192,12 @@ class ArchitectureSpec:
     num_kv_heads_keys: tuple[str, ...] = ("num_key_value_heads", "num_kv_heads", "n_head_kv")
     attention_sinks: bool = False
     position_ids_from_mask: bool = True
+    attention_contribution: Contribution = MODULE_OUTPUT
+    mlp_contribution: Contribution = MODULE_OUTPUT
+    mixers: tuple[Mixer, ...] = ()
+    post_norm: bool | tuple[str, Any] = False
+    embedding_projection: str | None = None
+    unembedding_projection: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.model_classes, str):
@@ -139,6 +220,19 @@ class ArchitectureSpec:
             >>> MISTRAL = LLAMA.with_classes("MistralForCausalLM", name="mistral")
         """
         return dataclasses.replace(self, model_classes=tuple(model_classes), **changes)
+
+    def is_post_norm(self, config: Any) -> bool:
+        """Whether this model's blocks normalise after the residual add (see ``post_norm``)."""
+        if isinstance(self.post_norm, tuple):
+            key, value = self.post_norm
+            return config_value(config, (key,)) == value
+        return bool(self.post_norm)
+
+    def layer_mixers(self) -> tuple[Mixer, ...]:
+        """The mixers tried per layer: ``mixers``, or the ``self_attn`` path as attention."""
+        if self.mixers:
+            return self.mixers
+        return tuple(Mixer(path, "attention", self.attention_contribution) for path in self.path("self_attn"))
 
     def path(self, part: str) -> tuple[str, ...]:
         """The candidate paths of a standard part, in the order they are tried."""

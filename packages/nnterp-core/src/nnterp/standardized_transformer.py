@@ -11,15 +11,18 @@ from nnsight.modeling.transformers import TransformersModel
 from nnterp import inputs as input_checks
 from nnterp.accessors import (
     AttentionProbabilitiesAccessor,
+    ContributionAccessor,
     LayerAccessor,
+    child_envoy as _child,
     first_tensor,
     normalize_layer,
     replace_first,
 )
 from nnterp.errors import InvalidInputError, RenamingError, UnavailableComponentError
+from nnterp.layer_structure import resolve_layer_structure
 from nnterp.loading import load_model_and_tokenizer, prepare_tokenizer
 from nnterp.renaming import apply_user_rename, rename_mapping, resolve_paths, unresolved_message
-from nnterp.spec import ArchitectureSpec, config_value
+from nnterp.spec import ArchitectureSpec, Contribution, config_value
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -131,12 +134,17 @@ class StandardizedTransformer(TransformersModel):
                 "probabilities; load it with enable_attention_probs=False."
             )
 
+        self.layer_structure = resolve_layer_structure(hf_model, resolved_spec, paths)
         self.layers_input = LayerAccessor(self, lambda i: self.layers[i], "input", "layer inputs")
         self.layers_output = LayerAccessor(self, lambda i: self.layers[i], "output", "layer outputs")
+        self.mixers_input = LayerAccessor(self, self._mixer, "input", "mixer inputs")
+        self.mixers_output = ContributionAccessor(self, self._mixer_contribution, "mixer contributions")
         self.attentions_input = LayerAccessor(self, self._attention, "input", "attention inputs")
-        self.attentions_output = LayerAccessor(self, self._attention, "output", "attention outputs")
-        self.mlps_input = LayerAccessor(self, self._mlp, "input", "MLP inputs")
-        self.mlps_output = LayerAccessor(self, self._mlp, "output", "MLP outputs")
+        self.attentions_output = ContributionAccessor(
+            self, self._attention_contribution, "attention contributions"
+        )
+        self.mlps_input = LayerAccessor(self, self._mlp_input_module, "input", "MLP inputs")
+        self.mlps_output = ContributionAccessor(self, self._mlp_contribution, "MLP contributions")
         self.attention_probabilities = AttentionProbabilitiesAccessor(self)
         # Per-head views (batch, seq, heads, head_dim); see nnterp.heads.
         from nnterp.heads import HeadsAccessor
@@ -161,25 +169,106 @@ class StandardizedTransformer(TransformersModel):
                 f"{self.spec.name} layers have no attention module (spec self_attn=None): "
                 "attentions_input/attentions_output/attention_probabilities are unavailable."
             )
+        why = self.layer_structure.attention_unavailable(layer)
+        if why is not None:
+            raise UnavailableComponentError(f"{self.spec.name}: {why}; use mixers_input/mixers_output for it.")
         return self.layers[layer].self_attn
+
+    def _mixer(self, layer: int) -> Any:
+        mixer = self.layer_structure.mixers[layer]
+        if mixer is None:
+            raise UnavailableComponentError(f"{self.spec.name}: layer {layer} has no token mixer the spec names.")
+        if mixer.kind == "attention" and mixer.path == self.paths["self_attn"]:
+            return self.layers[layer].self_attn
+        return _child(self.layers[layer], mixer.path)
+
+    def _require_contributions(self, why: str | None) -> None:
+        if why is not None:
+            raise UnavailableComponentError(f"{self.spec.name}: {why}.")
+
+    def _mixer_contribution(self, layer: int) -> tuple[Any, Any, Contribution]:
+        self._require_contributions(self.layer_structure.mixer_unavailable(layer))
+        mixer = self.layer_structure.mixers[layer]
+        assert mixer is not None
+        layer_envoy = self.layers[layer]
+        envoy = self._mixer(layer) if mixer.contribution.output is None else _child(layer_envoy, mixer.contribution.output)
+        return layer_envoy, envoy, mixer.contribution
+
+    def _attention_contribution(self, layer: int) -> tuple[Any, Any, Contribution]:
+        self._attention(layer)
+        return self._mixer_contribution(layer)
 
     def _mlp(self, layer: int) -> Any:
         if self.paths["mlp"] is None:
             raise UnavailableComponentError(
-                f"{self.spec.name} layers have no MLP module (spec mlp=None): "
-                "mlps_input/mlps_output are unavailable."
+                f"{self.spec.name} layers have no MLP module (spec mlp=None): use mlps_input/mlps_output "
+                "where the spec names the feed-forward's contribution site."
             )
         return self.layers[layer].mlp
 
+    def _mlp_input_module(self, layer: int) -> Any:
+        contribution = self.layer_structure.mlp_contribution
+        if contribution is not None and contribution.input is not None:
+            return _child(self.layers[layer], contribution.input)
+        return self._mlp(layer)
+
+    def _mlp_contribution(self, layer: int) -> tuple[Any, Any, Contribution]:
+        self._require_contributions(self.layer_structure.mlp_unavailable())
+        contribution = self.layer_structure.mlp_contribution
+        assert contribution is not None
+        layer_envoy = self.layers[layer]
+        envoy = self._mlp(layer) if contribution.output is None else _child(layer_envoy, contribution.output)
+        return layer_envoy, envoy, contribution
+
     @property
     def attentions(self) -> list[Any]:
-        """The attention module (envoy) of every layer."""
+        """The attention module (envoy) of every layer (raises on a hybrid's non-attention layers:
+        see `attention_layers`)."""
         return [self._attention(i) for i in range(self.num_layers)]
+
+    @property
+    def mixers(self) -> list[Any]:
+        """The token-mixer module (envoy) of every layer: attention, or a hybrid's other mixers."""
+        return [self._mixer(i) for i in range(self.num_layers)]
 
     @property
     def mlps(self) -> list[Any]:
         """The MLP module (envoy) of every layer."""
         return [self._mlp(i) for i in range(self.num_layers)]
+
+    @property
+    def layer_kinds(self) -> tuple[str | None, ...]:
+        """Per layer, the kind of its token mixer: ``"attention"`` (softmax attention),
+        ``"mamba"``, ``"gated_deltanet"``, ``"short_conv"``, ... (``None``: none found).
+
+        Example:
+            >>> model.layer_kinds            # a Qwen3-Next-style hybrid
+            ('gated_deltanet', 'gated_deltanet', 'gated_deltanet', 'attention')
+        """
+        return self.layer_structure.kinds
+
+    @property
+    def attention_layers(self) -> list[int]:
+        """Indices of the layers whose token mixer is softmax attention (every layer on a
+        plain transformer, some on a hybrid, none on a state-space model)."""
+        return list(self.layer_structure.attention_layers)
+
+    def support(self) -> dict[str, Any]:
+        """What this model offers, per standard site (see `nnterp.sites`).
+
+        Returns:
+            ``{site: None}`` when the site is available on every layer, ``{site: reason}``
+            when it is available on none, and ``{site: {layer: reason or None}}`` when layers
+            differ (hybrids). Reasons say why ("needs eager attention: load with
+            enable_attention_probs=True", "layer 3 is a mamba mixer, not softmax attention", ...).
+
+        Example:
+            >>> model.support()["attention_probabilities"]
+            'attention probabilities are off: load with StandardizedTransformer(..., enable_attention_probs=True)'
+        """
+        from nnterp.support import site_support
+
+        return site_support(self)
 
     def _require_attention_probabilities(self) -> None:
         if not self.attention_probabilities_enabled:
@@ -280,8 +369,20 @@ class StandardizedTransformer(TransformersModel):
         """
         input_checks.require_hidden(hidden_states, self.hidden_size, "hidden_states")
         normed = self.ln_final(hidden_states) if self.paths["ln_final"] is not None else hidden_states
+        if self.unembedding_projection_module() is not None:
+            normed = _child(self, cast(str, self.spec.unembedding_projection))(normed)
         logits = self.lm_head(normed)
         return postprocess_logits(logits, self.spec, self._module.config)
+
+    def unembedding_projection_module(self) -> torch.nn.Module | None:
+        """The HF module between the final norm and ``lm_head`` (OPT's ``project_out``), or
+        ``None`` when the residual stream has the unembedding's width."""
+        return _optional_submodule(self._module, self.spec.unembedding_projection)
+
+    def embedding_projection_module(self) -> torch.nn.Module | None:
+        """The HF module mapping the token embeddings into the residual stream (OPT's
+        ``project_in``), or ``None`` when the embeddings have the stream's width."""
+        return _optional_submodule(self._module, self.spec.embedding_projection)
 
     def get_topk_closest_tokens(
         self, hidden_states: torch.Tensor, k: int = 10
@@ -478,6 +579,16 @@ def _single_invoke_mask(invokes: list, batched: Any) -> torch.Tensor | None:
     if len(invokes) != 1 or not isinstance(batched, tuple) or len(batched) != 2:
         return None
     return _forward_input(*batched, "attention_mask")
+
+
+def _optional_submodule(module: torch.nn.Module, path: str | None) -> torch.nn.Module | None:
+    if path is None:
+        return None
+    try:
+        found = module.get_submodule(path)
+    except AttributeError:
+        return None
+    return found
 
 
 def _spec_from_plugins(model: torch.nn.Module) -> ArchitectureSpec | None:

@@ -1,10 +1,13 @@
 """Load-time checks that the standard tree is right, at the cost of one tiny forward.
 
-One NNsight trace of a 4-token probe reads every accessor on the first and last layer while
-plain PyTorch forward hooks, placed on the HF modules the spec names, record what those
-modules received and returned. Each accessor must have the expected shape and equal its
-hooked value exactly, and ``ln_final`` -> ``lm_head`` -> the spec's logit post-processing of
-the last residual state must give the logits. The same hooks tell whether layers return tuples (`OutputStructure`). With
+One NNsight trace of a 4-token probe reads every accessor on the first and last layer (and a
+hybrid's first attention layer) while plain PyTorch forward hooks, placed on the HF modules the
+spec names, record what those modules received and returned. Each module read must have the
+expected shape and equal its hooked value exactly; the *meanings* are checked by the residual
+identity ``layers_input + mixers_output + mlps_output == layers_output`` (to rounding, on every
+block that adds to a residual stream); and ``ln_final`` -> unembedding projection -> ``lm_head``
+-> the spec's logit post-processing of the last residual state must give the logits. The same
+hooks tell whether layers return tuples (`OutputStructure`). With
 attention probabilities enabled, they must sum to 1 over keys and an edit of them must change
 the logits (a second trace).
 
@@ -71,21 +74,44 @@ class _ProbeDone(Exception):
 def _watched_modules(model: StandardizedTransformer) -> dict[str, torch.nn.Module]:
     hf = model._module
     layers = hf.get_submodule(model.paths["layers"])
-    last = len(layers) - 1
     watched: dict[str, torch.nn.Module] = {}
     if model.paths["embed_tokens"]:
         watched["embed"] = hf.get_submodule(model.paths["embed_tokens"])
-    for index in sorted({0, last}):
+    for index in _checked_layers(model):
         layer = layers[index]
         watched[f"layer{index}"] = layer
-        if model.paths["self_attn"]:
-            watched[f"attn{index}"] = layer.get_submodule(model.paths["self_attn"])
+        mixer = model.layer_structure.mixers[index]
+        if mixer is not None:
+            watched[f"mixer{index}"] = layer.get_submodule(mixer.path)
         if model.paths["mlp"]:
             watched[f"mlp{index}"] = layer.get_submodule(model.paths["mlp"])
     if model.paths["ln_final"]:
         watched["ln_final"] = hf.get_submodule(model.paths["ln_final"])
     watched["lm_head"] = hf.get_submodule(model.paths["lm_head"])
     return watched
+
+
+def _checked_layers(model: StandardizedTransformer) -> list[int]:
+    """The layers validation reads: the first and the last (and, on a hybrid, the first
+    softmax-attention layer, so both kinds are checked)."""
+    layers = {0, model.num_layers - 1}
+    if model.attention_layers:
+        layers.add(model.attention_layers[0])
+    return sorted(layers)
+
+
+def identity_gap(
+    layer_input: torch.Tensor, contributions: list[torch.Tensor], layer_output: torch.Tensor
+) -> float:
+    """``max |layer_input + sum(contributions) - layer_output|`` relative to ``max |layer_output|``."""
+    total = layer_input.float() + sum(c.float() for c in contributions)
+    scale = float(layer_output.float().abs().max()) or 1.0
+    return float((total - layer_output.float()).abs().max()) / scale
+
+
+def identity_tolerance(dtype: torch.dtype) -> float:
+    """The relative gap `identity_gap` may leave from rounding alone in ``dtype``."""
+    return 64 * torch.finfo(dtype).eps if dtype.is_floating_point else 0.0
 
 
 @contextmanager
@@ -148,6 +174,9 @@ def _projection_matches_logits(model: StandardizedTransformer, expected: dict[st
                 state = first_tensor(hf.get_submodule(model.paths["ln_final"])(first_tensor(expected["ln_final"][0])))
             else:
                 state = first_tensor(expected[f"layer{model.num_layers - 1}"][1])
+            projection = model.unembedding_projection_module()
+            if projection is not None:
+                state = projection(state)
             projected = postprocess_logits(hf.get_submodule(model.paths["lm_head"])(state), model.spec, hf.config)
     except (RuntimeError, TypeError, ValueError, IndexError):
         return False  # e.g. an lm_head path naming an embedding, which refuses float input
@@ -184,32 +213,44 @@ def validate(model: StandardizedTransformer) -> OutputStructure:
     with_probs = model.attention_probabilities_enabled
     inputs = probe_inputs(model, 1)
     batch, seq = inputs["input_ids"].shape
-    last = model.num_layers - 1
+    structure = model.layer_structure
+    probe_layer = model.attention_layers[0] if model.attention_layers else 0
     got: dict[str, Any] = {}
+    identity: dict[int, tuple[Any, list[Any], Any]] = {}
     try:
         with _recording(_watched_modules(model)) as expected:  # noqa: SIM117 - NNsight reads the trace's own block
             with torch.no_grad(), model.trace(dict(inputs)):
                 if model.paths["embed_tokens"]:
                     got["embed"] = (None, nnsight.save(model.token_embeddings))
-                for index in sorted({0, last}):
+                for index in _checked_layers(model):
                     layer_in = nnsight.save(model.layers_input[index])
-                    if model.paths["self_attn"]:
-                        attn_in = nnsight.save(model.attentions_input[index])
-                        if with_probs and index == 0:
-                            got["probs"] = (None, nnsight.save(model.attention_probabilities[0].clone()))
-                        got[f"attn{index}"] = (attn_in, nnsight.save(model.attentions_output[index]))
+                    contributions = []
+                    if structure.mixers[index] is not None:
+                        mixer = model.mixers[index]
+                        mixer_in = nnsight.save(model.mixers_input[index])
+                        if with_probs and index == probe_layer:
+                            got["probs"] = (None, nnsight.save(model.attention_probabilities[index].clone()))
+                        got[f"mixer{index}"] = (mixer_in, nnsight.save(first_tensor(mixer.output).clone()))
+                        if structure.mixer_unavailable(index) is None:
+                            contributions.append(nnsight.save(model.mixers_output[index]))
                     if model.paths["mlp"]:
-                        got[f"mlp{index}"] = (nnsight.save(model.mlps_input[index]), nnsight.save(model.mlps_output[index]))
-                    got[f"layer{index}"] = (layer_in, nnsight.save(model.layers_output[index]))
+                        mlp = model.mlps[index]
+                        got[f"mlp{index}"] = (nnsight.save(model.mlps_input[index]), nnsight.save(first_tensor(mlp.output).clone()))
+                    if structure.mlp_unavailable() is None:
+                        contributions.append(nnsight.save(model.mlps_output[index]))
+                    layer_out = nnsight.save(model.layers_output[index])
+                    got[f"layer{index}"] = (layer_in, layer_out)
+                    if not structure.post_norm:
+                        identity[index] = (layer_in, contributions, layer_out)
                 got["logits"] = nnsight.save(model.logits)
         if with_probs:
             # Edited in a forward of its own: an edit in one row can change another row's
             # numerics (mixture-of-experts layers route the whole batch's tokens together).
             with torch.no_grad(), model.trace(dict(inputs)):
-                edited = model.attention_probabilities[0].clone()
+                edited = model.attention_probabilities[probe_layer].clone()
                 edited[:, :, 1:, 0] = 0
                 edited = edited / edited.sum(dim=-1, keepdim=True)
-                model.attention_probabilities[0] = edited
+                model.attention_probabilities[probe_layer] = edited
                 edited_logits = nnsight.save(model.logits)
     except RenamingError:
         raise
@@ -226,12 +267,23 @@ def validate(model: StandardizedTransformer) -> OutputStructure:
         value_in, value_out = pair
         expected_in, expected_out = expected[name]
         expected_out = first_tensor(expected_out)
-        if name.startswith(("layer", "embed")) and tuple(value_out.shape) != (batch, seq, hidden):
+        if name.startswith("layer") and tuple(value_out.shape) != (batch, seq, hidden):
             raise _fail(model, f"{name} output has shape {tuple(value_out.shape)}, expected {(batch, seq, hidden)}")
         if not torch.equal(value_out, expected_out):
             raise _fail(model, f"{name} output differs from a plain forward hook on the HF module")
         if value_in is not None and isinstance(expected_in, torch.Tensor) and not torch.equal(value_in, expected_in):
             raise _fail(model, f"{name} input differs from a plain forward hook on the HF module")
+    for index, (layer_in, contributions, layer_out) in identity.items():
+        gap = identity_gap(layer_in, contributions, layer_out)
+        if gap > identity_tolerance(layer_out.dtype):
+            raise _fail(
+                model,
+                f"the residual identity layers_input + mixers_output + mlps_output == layers_output "
+                f"does not hold at layer {index} (relative gap {gap:.3g}): the spec's contribution "
+                "sites are wrong. Say where each sublayer's contribution is read "
+                "(attention_contribution / mlp_contribution / mixers), or post_norm=True for blocks "
+                "that normalise after the residual add",
+            )
     if not _projection_matches_logits(model, expected, got["logits"]):
         raise _fail(
             model,

@@ -43,9 +43,11 @@ def _hooked(model: Any, encoding: dict[str, torch.Tensor]) -> tuple[dict, torch.
     handles = []
     for index, layer in enumerate(layers):
         parts = {"layer": layer}
-        for part in ("self_attn", "mlp"):
-            if model.paths[part]:
-                parts[part] = layer.get_submodule(model.paths[part])
+        mixer = model.layer_structure.mixers[index]
+        if mixer is not None:
+            parts["mixer"] = layer.get_submodule(mixer.path)
+        if model.paths["mlp"]:
+            parts["mlp"] = layer.get_submodule(model.paths["mlp"])
         for name, module in parts.items():
             def hook(
                 _module: torch.nn.Module,
@@ -88,7 +90,8 @@ def check_accessor_shapes(model: Any) -> None:
 
 
 def check_hooks_equality(model: Any) -> None:
-    """Each accessor equals a plain forward hook on the HF module; logits equal the HF model's, exactly."""
+    """Each standard module's output equals a plain forward hook on the HF module; logits
+    equal the HF model's, exactly."""
     import nnsight
 
     encoding = _encoding(model)
@@ -97,10 +100,10 @@ def check_hooks_equality(model: Any) -> None:
     with torch.no_grad(), model.trace(encoding):
         for index in range(model.num_layers):
             got[("layer_in", index)] = nnsight.save(model.layers_input[index])
-            if model.paths["self_attn"]:
-                got[("self_attn", index)] = nnsight.save(model.attentions_output[index])
+            if model.layer_structure.mixers[index] is not None:
+                got[("mixer", index)] = nnsight.save(first_tensor(model.mixers[index].output).clone())
             if model.paths["mlp"]:
-                got[("mlp", index)] = nnsight.save(model.mlps_output[index])
+                got[("mlp", index)] = nnsight.save(first_tensor(model.mlps[index].output).clone())
             got[("layer", index)] = nnsight.save(model.layers_output[index])
         logits = nnsight.save(model.logits)
     for (name, index), value in got.items():
@@ -113,6 +116,39 @@ def check_hooks_equality(model: Any) -> None:
     assert torch.equal(logits, expected_logits), "logits differ from the plain HF model's"
 
 
+def check_residual_identity(model: Any) -> None:
+    """On every layer, nnterp's contributions add up to the plain HF layer's update:
+    ``input + mixers_output + mlps_output == output`` of a plain forward hook on the layer,
+    to rounding, on a left-padded batch (post-norm blocks: unavailable, with the reason)."""
+    import nnsight
+
+    from nnterp.validation import identity_gap, identity_tolerance
+
+    structure = model.layer_structure
+    if structure.post_norm:
+        raise UnavailableComponentError(structure.mixer_unavailable(0) or "post-norm blocks")
+    encoding = _encoding(model)
+    seen, _ = _hooked(model, encoding)
+    contributions: dict[int, list[Any]] = {}
+    with torch.no_grad(), model.trace(encoding):
+        for index in range(model.num_layers):
+            parts = []
+            if structure.mixer_unavailable(index) is None:
+                parts.append(nnsight.save(model.mixers_output[index]))
+            if structure.mlp_unavailable() is None:
+                parts.append(nnsight.save(model.mlps_output[index]))
+            contributions[index] = parts
+    for index, parts in contributions.items():
+        layer_in, layer_out = seen[("layer", index)]
+        layer_out = first_tensor(layer_out)
+        gap = identity_gap(layer_in, parts, layer_out)
+        tolerance = identity_tolerance(layer_out.dtype)
+        assert gap <= tolerance, (
+            f"layer {index} ({structure.kinds[index]}): input + contributions differs from the HF "
+            f"layer's output by {gap:.3g} (relative; rounding allows {tolerance:.3g})"
+        )
+
+
 def check_attention_probabilities(model: Any) -> None:
     """Probabilities sum to 1 over keys, and zeroing attention to token 0 changes the logits."""
     import nnsight
@@ -120,8 +156,9 @@ def check_attention_probabilities(model: Any) -> None:
     if not model.attention_probabilities_enabled:
         raise UnavailableComponentError("attention probabilities are not enabled for this model")
     encoding = _encoding(model, PROMPTS[:1])
+    layer = model.attention_layers[-1]
     with torch.no_grad(), model.trace(encoding):
-        probs = nnsight.save(model.attention_probabilities[-1])
+        probs = nnsight.save(model.attention_probabilities[layer])
         clean = nnsight.save(model.logits)
     sums = probs.float().sum(dim=-1)
     if model.spec.attention_sinks:
@@ -129,10 +166,10 @@ def check_attention_probabilities(model: Any) -> None:
     else:
         assert torch.allclose(sums, torch.ones_like(sums), atol=1e-4), "rows do not sum to 1"
     with torch.no_grad(), model.trace(encoding):
-        edited = model.attention_probabilities[-1].clone()
+        edited = model.attention_probabilities[layer].clone()
         edited[:, :, 1:, 0] = 0
         edited = edited / edited.sum(dim=-1, keepdim=True)
-        model.attention_probabilities[-1] = edited
+        model.attention_probabilities[layer] = edited
         after = nnsight.save(model.logits)
     assert not torch.allclose(clean[:, 1:], after[:, 1:]), "editing attention did not change the logits"
 
@@ -184,6 +221,7 @@ def check_batching(model: Any) -> None:
 CHECKS: dict[str, Callable[[Any], None]] = {
     "accessor_shapes": check_accessor_shapes,
     "hooks_equality": check_hooks_equality,
+    "residual_identity": check_residual_identity,
     "attention_probabilities": check_attention_probabilities,
     "steering": check_steering,
     "layer_skipping": check_layer_skipping,

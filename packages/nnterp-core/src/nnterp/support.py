@@ -1,0 +1,101 @@
+"""``model.support()``: per standard site, whether this model offers it, and if not, why.
+
+Derived from the site table (`nnterp.sites`) and the model's `LayerStructure`, so a new site
+or a new layer kind is reported without new code here.
+
+Example:
+    >>> report = model.support()
+    >>> report["layers_output"] is None                # available everywhere
+    True
+    >>> report["attentions_output"]                    # a hybrid: per layer
+    {0: 'layer 0 is a gated_deltanet mixer, not softmax attention (attention layers: [1])', 1: None}
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from nnterp.errors import NnterpError
+from nnterp.sites import SITES, SiteInfo
+
+if TYPE_CHECKING:
+    from nnterp.standardized_transformer import StandardizedTransformer
+
+#: Per site: None (available everywhere), a reason (available nowhere), or reasons per layer.
+Support = Any
+
+
+def _collapse(per_layer: dict[int, str | None]) -> Support:
+    values = set(per_layer.values())
+    if len(values) == 1:
+        return values.pop()
+    return per_layer
+
+
+def _attention_level(model: StandardizedTransformer, site: SiteInfo) -> str | None:
+    """A model-wide reason an attention site is unavailable on every attention layer."""
+    if model.paths["self_attn"] is None or not model.attention_layers:
+        return "no layer of this model is softmax attention"
+    if site.name == "attention_probabilities":
+        if model.spec.attention_probabilities is None:
+            return "this attention computes no explicit probabilities (e.g. a fused kernel or (batch*heads, q, k) layout)"
+        if not model.attention_probabilities_enabled:
+            return (
+                "attention probabilities are off: load with "
+                "StandardizedTransformer(..., enable_attention_probs=True) (eager attention)"
+            )
+    if site.kind == "head":
+        from nnterp.heads import attention_layout
+
+        try:
+            layout = attention_layout(model)
+        except NnterpError as error:
+            return str(error)
+        if site.name == "heads_output" and layout.o_proj is None:
+            return f"no output projection found (spec o_proj={model.spec.o_proj!r})"
+        if site.name in ("queries", "keys", "values") and layout.q_proj is None and layout.qkv_proj is None:
+            return "no query/key/value projection found (set q_proj/k_proj/v_proj or qkv_proj in the spec)"
+        if site.name.endswith("_rotated") and layout.rotary_embedding is None:
+            return "the spec names no rotary-embedding call (positions are not rotary, or not readable)"
+    return None
+
+
+def _layer_reason(model: StandardizedTransformer, site: SiteInfo) -> Callable[[int], str | None]:
+    structure = model.layer_structure
+    if site.name in ("mixers_input",):
+        return lambda layer: None if structure.mixers[layer] is not None else f"layer {layer} has no token mixer"
+    if site.name == "mixers_output":
+        return structure.mixer_unavailable
+    if site.name == "mlps_input":
+        return lambda layer: None if structure.mlp_contribution is not None else structure.mlp_unavailable()
+    if site.name == "mlps_output":
+        return lambda layer: structure.mlp_unavailable()
+    if site.layer_kind == "attention":
+        model_wide = _attention_level(model, site)
+        if model_wide is not None:
+            return lambda layer: model_wide
+
+        def attention_reason(layer: int) -> str | None:
+            why = structure.attention_unavailable(layer)
+            if why is None and site.kind == "contribution":
+                return structure.mixer_unavailable(layer)
+            return why
+
+        return attention_reason
+    return lambda layer: None
+
+
+def site_support(model: StandardizedTransformer) -> dict[str, Support]:
+    """The `StandardizedTransformer.support` report of ``model``."""
+    report: dict[str, Support] = {}
+    for site in SITES:
+        if not site.per_layer:
+            missing = site.name == "token_embeddings" and model.paths["embed_tokens"] is None
+            report[site.name] = "the spec names no embedding module" if missing else None
+            continue
+        reason = _layer_reason(model, site)
+        report[site.name] = _collapse({layer: reason(layer) for layer in range(model.num_layers)})
+    return report
+
+
+__all__ = ["site_support"]
