@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Callable
 
 from nnterp.hookspecs import hookimpl
-from nnterp.spec import ArchitectureSpec
+from nnterp.spec import ArchitectureSpec, Contribution
 
 #: Llama-style naming: ``model.layers[i].self_attn / .mlp``, ``model.norm``, ``lm_head``.
 LLAMA = ArchitectureSpec(name="llama", model_classes=("LlamaForCausalLM",))
@@ -18,10 +18,14 @@ MISTRAL = LLAMA.with_classes("MistralForCausalLM", name="mistral")
 QWEN2 = LLAMA.with_classes("Qwen2ForCausalLM", name="qwen2")
 QWEN3 = LLAMA.with_classes("Qwen3ForCausalLM", name="qwen3")
 GEMMA = LLAMA.with_classes("GemmaForCausalLM", name="gemma")
+#: Gemma-2/3 "sandwich" blocks: each sublayer's output is normalised again before it is added,
+#: so the contributions are the post-sublayer norms' outputs.
 GEMMA2 = LLAMA.with_classes(
     "Gemma2ForCausalLM",
     name="gemma2",
     logits_postprocess=(("softcap", "final_logit_softcapping"),),
+    attention_contribution=Contribution(output="post_attention_layernorm"),
+    mlp_contribution=Contribution(output="post_feedforward_layernorm"),
 )
 GEMMA3 = GEMMA2.with_classes("Gemma3ForCausalLM", name="gemma3")
 

@@ -56,13 +56,14 @@ class LayerStructure:
         mlp_contribution: Where every layer's MLP contribution is read, or ``None`` when the
             layers have no MLP (module or feed-forward projections).
         mlp_path: The standard MLP module's path from a layer, or ``None``.
-        post_norm: The blocks normalise after the residual add (no additive contributions).
+        non_additive: Why the blocks have no additive sublayer contributions (post-norm blocks,
+            a rescaled residual), or ``None`` when they do.
     """
 
     mixers: tuple[Mixer | None, ...]
     mlp_contribution: Contribution | None
     mlp_path: str | None
-    post_norm: bool
+    non_additive: str | None
 
     @property
     def kinds(self) -> tuple[str | None, ...]:
@@ -81,8 +82,8 @@ class LayerStructure:
 
     def mixer_unavailable(self, layer: int) -> str | None:
         """Why layer ``layer`` has no mixer contribution, or ``None``."""
-        if self.post_norm:
-            return POST_NORM_REASON
+        if self.non_additive is not None:
+            return self.non_additive
         if self.mixers[layer] is None:
             return f"layer {layer} has no token mixer the spec names"
         return None
@@ -100,9 +101,7 @@ class LayerStructure:
         """Why the layers have no MLP contribution, or ``None``."""
         if self.mlp_contribution is None:
             return "the layers have no MLP (spec mlp=None and no feed-forward contribution site)"
-        if self.post_norm:
-            return POST_NORM_REASON
-        return None
+        return self.non_additive
 
 
 def resolve_layer_structure(
@@ -125,7 +124,7 @@ def resolve_layer_structure(
         mixers=mixers,
         mlp_contribution=contribution,
         mlp_path=mlp_path,
-        post_norm=spec.is_post_norm(getattr(hf_model, "config", None)),
+        non_additive=POST_NORM_REASON if spec.is_post_norm(getattr(hf_model, "config", None)) else spec.non_additive,
     )
 
 

@@ -161,6 +161,9 @@ class ArchitectureSpec:
         post_norm: The blocks normalise after the residual add (BERT, GPT-1): no sublayer
             output is an additive contribution. ``True``, or ``(config_key, value)`` when
             the config decides (OPT's ``("do_layer_norm_before", False)``).
+        non_additive: Why the blocks add no sublayer contribution to an unscaled residual
+            stream although they are not post-norm (a rescaled residual, a residual read from
+            a mixture of earlier blocks), reported by ``support()``; ``None``: they do.
         embedding_projection: Module path (from the root) that maps the embeddings into the
             residual stream when their width differs (OPT ``project_in``); ``None``: none.
         unembedding_projection: Module path (from the root) between the final norm and
@@ -196,6 +199,7 @@ class ArchitectureSpec:
     mlp_contribution: Contribution = MODULE_OUTPUT
     mixers: tuple[Mixer, ...] = ()
     post_norm: bool | tuple[str, Any] = False
+    non_additive: str | None = None
     embedding_projection: str | None = None
     unembedding_projection: str | None = None
 

@@ -240,7 +240,7 @@ def validate(model: StandardizedTransformer) -> OutputStructure:
                         contributions.append(nnsight.save(model.mlps_output[index]))
                     layer_out = nnsight.save(model.layers_output[index])
                     got[f"layer{index}"] = (layer_in, layer_out)
-                    if not structure.post_norm:
+                    if structure.non_additive is None:
                         identity[index] = (layer_in, contributions, layer_out)
                 got["logits"] = nnsight.save(model.logits)
         if with_probs:

@@ -125,8 +125,8 @@ def check_residual_identity(model: Any) -> None:
     from nnterp.validation import identity_gap, identity_tolerance
 
     structure = model.layer_structure
-    if structure.post_norm:
-        raise UnavailableComponentError(structure.mixer_unavailable(0) or "post-norm blocks")
+    if structure.non_additive is not None:
+        raise UnavailableComponentError(structure.non_additive)
     encoding = _encoding(model)
     seen, _ = _hooked(model, encoding)
     contributions: dict[int, list[Any]] = {}

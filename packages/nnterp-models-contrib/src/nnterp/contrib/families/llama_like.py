@@ -8,7 +8,7 @@ fixes). Core itself registers Llama, Mistral, Qwen2/3 and Gemma 1-3 with the sam
 
 from __future__ import annotations
 
-from nnterp.spec import ArchitectureSpec
+from nnterp.spec import ArchitectureSpec, Contribution, Mixer
 
 #: Small expert counts and sizes for tiny mixture-of-experts models (names vary by family;
 #: a key a config does not use is ignored by it).
@@ -58,12 +58,9 @@ LLAMA_LIKE = ArchitectureSpec(
         "DogeForCausalLM",
         "Emu3ForCausalLM",
         "Ernie4_5ForCausalLM",
-        "Exaone4ForCausalLM",
         "GlmForCausalLM",
-        "Glm4ForCausalLM",
         "HeliumForCausalLM",
         "HunYuanDenseV1ForCausalLM",
-        "HyperCLOVAXForCausalLM",
         "Jais2ForCausalLM",
         "MellumForCausalLM",
         "MinistralForCausalLM",
@@ -72,8 +69,6 @@ LLAMA_LIKE = ArchitectureSpec(
         "MoshiForCausalLM",
         "NemotronForCausalLM",
         "OlmoForCausalLM",
-        "Olmo2ForCausalLM",
-        "Olmo3ForCausalLM",
         "Phi3ForCausalLM",
         "Phi4MultimodalForCausalLM",
         "SeedOssForCausalLM",
@@ -85,18 +80,14 @@ LLAMA_LIKE = ArchitectureSpec(
 
 #: Mixture-of-experts decoders with Llama's naming (``mlp`` is the MoE block).
 LLAMA_MOE = LLAMA_LIKE.with_classes(
-    "AfmoeForCausalLM",
     "AriaTextForCausalLM",
     "Dots1ForCausalLM",
     "Ernie4_5_MoeForCausalLM",
     "ExaoneMoeForCausalLM",
-    "FlexOlmoForCausalLM",
     "Glm4MoeForCausalLM",
     "HunYuanMoEV1ForCausalLM",
     "HYV3ForCausalLM",
-    "Kolibri1ForCausalLM",
     "MiMoV2FlashForCausalLM",
-    "MiniMaxForCausalLM",
     "MiniMaxM2ForCausalLM",
     "MiniMaxM3VLForCausalLM",
     "MixtralForCausalLM",
@@ -108,6 +99,63 @@ LLAMA_MOE = LLAMA_LIKE.with_classes(
     "ZayaForCausalLM",
     name="llama_moe",
     tiny_config=MOE_TINY,
+)
+
+#: "Sandwich" blocks: each sublayer's output is normalised again before the residual add, so
+#: its contribution is the post-sublayer norm's output. OLMo-2/3, EXAONE-4 and FlexOlmo name the
+#: norms like Gemma-2 and have no pre-sublayer norms.
+SANDWICH = LLAMA_LIKE.with_classes(
+    "Olmo2ForCausalLM",
+    "Olmo3ForCausalLM",
+    "Exaone4ForCausalLM",
+    name="sandwich",
+    attention_contribution=Contribution(output="post_attention_layernorm"),
+    mlp_contribution=Contribution(output="post_feedforward_layernorm"),
+)
+SANDWICH_MOE = SANDWICH.with_classes("FlexOlmoForCausalLM", name="sandwich_moe", tiny_config=MOE_TINY)
+
+#: GLM-4 and Kolibri: ``post_self_attn_layernorm`` and ``post_mlp_layernorm`` after the sublayers
+#: (``post_attention_layernorm`` is the MLP's pre-norm there).
+GLM4 = LLAMA_LIKE.with_classes(
+    "Glm4ForCausalLM",
+    name="glm4",
+    attention_contribution=Contribution(output="post_self_attn_layernorm"),
+    mlp_contribution=Contribution(output="post_mlp_layernorm"),
+)
+GLM4_MOE_SANDWICH = GLM4.with_classes("Kolibri1ForCausalLM", name="kolibri", tiny_config=MOE_TINY)
+
+#: AFMoE: ``post_attention_layernorm`` and ``post_mlp_layernorm`` after the sublayers.
+AFMOE = LLAMA_MOE.with_classes(
+    "AfmoeForCausalLM",
+    name="afmoe",
+    attention_contribution=Contribution(output="post_attention_layernorm"),
+    mlp_contribution=Contribution(output="post_mlp_layernorm"),
+)
+
+#: HyperCLOVA X: sandwich norms (``post_norm1``/``post_norm2``), and each branch scaled by the
+#: layer's ``residual_multiplier`` before the add.
+HYPERCLOVAX = LLAMA_LIKE.with_classes(
+    "HyperCLOVAXForCausalLM",
+    name="hyperclovax",
+    attention_contribution=Contribution(output="post_norm1", scale="residual_multiplier"),
+    mlp_contribution=Contribution(output="post_norm2", scale="residual_multiplier"),
+    tiny_config={"residual_multiplier": 0.5},
+)
+
+#: MiniMax: the residual is the *normalised* input scaled by ``attn_alpha_factor`` and the
+#: attention output is normalised with it, so nothing is added to an unchanged stream.
+MINIMAX = LLAMA_MOE.with_classes(
+    "MiniMaxForCausalLM",
+    name="minimax",
+    # Lightning (linear) and softmax attention layers are both ``self_attn``.
+    mixers=(
+        Mixer("self_attn", "attention", attention_class="MiniMaxAttention"),
+        Mixer("self_attn", "lightning_attention"),
+    ),
+    non_additive=(
+        "MiniMax blocks rescale a normalised residual (residual * alpha + sublayer * beta, then a norm), "
+        "so no sublayer output is added to an unchanged residual stream"
+    ),
 )
 
 #: Learned attention sinks: the probabilities over the real keys sum to less than 1.
@@ -128,6 +176,9 @@ INKLING = LLAMA_MOE.with_classes(
     name="inkling",
     logits_postprocess=(("divide", "logits_mup_width_multiplier"),),
     tiny_config={**MOE_TINY, **SWA_TINY},
+    # A short convolution follows each sublayer; its output is what the block adds.
+    attention_contribution=Contribution(output="attn_sconv"),
+    mlp_contribution=Contribution(output="mlp_sconv"),
 )
 
 #: Multi-head latent attention decoders (DeepSeek-V2/V3 and their descendants).
@@ -145,8 +196,13 @@ MLA = LLAMA_LIKE.with_classes(
 )
 
 #: MiniCPM3 divides the final hidden state by ``logits_scaling`` before the head.
+#: Each branch is scaled by the layer's ``residual_scale`` (scale_depth / sqrt(layers)) before the add.
 MINICPM3 = MLA.with_classes(
-    "MiniCPM3ForCausalLM", name="minicpm3", logits_postprocess=(("divide", "logits_scaling"),)
+    "MiniCPM3ForCausalLM",
+    name="minicpm3",
+    logits_postprocess=(("divide", "logits_scaling"),),
+    attention_contribution=Contribution(scale="residual_scale"),
+    mlp_contribution=Contribution(scale="residual_scale"),
 )
 
 #: Final logits multiplied by ``config.logit_scale`` (Cohere).
@@ -158,11 +214,17 @@ COHERE = LLAMA_LIKE.with_classes(
 )
 COHERE_MOE = COHERE.with_classes("Cohere2MoeForCausalLM", name="cohere_moe", tiny_config=MOE_TINY)
 
-#: Final logits divided by ``config.logits_scaling`` (Granite).
+#: Granite: final logits divided by ``config.logits_scaling``, each branch scaled by the layer's
+#: ``residual_multiplier`` before the residual add (set off 1 in the tiny model so it shows).
+_GRANITE_BRANCH = Contribution(scale="residual_multiplier")
+_GRANITE_TINY = {"residual_multiplier": 0.5}
 GRANITE = LLAMA_LIKE.with_classes(
     "GraniteForCausalLM",
     name="granite",
     logits_postprocess=(("divide", "logits_scaling"),),
+    attention_contribution=_GRANITE_BRANCH,
+    mlp_contribution=_GRANITE_BRANCH,
+    tiny_config=_GRANITE_TINY,
 )
 
 #: Granite with sliding windows: the eager attention calls ``F.dropout``.
@@ -176,7 +238,7 @@ GRANITE_MOE = GRANITE.with_classes(
     "GraniteMoeSharedForCausalLM",
     name="granite_moe",
     mlp="block_sparse_moe",
-    tiny_config=MOE_TINY,
+    tiny_config={**MOE_TINY, **_GRANITE_TINY},
 )
 
 GRANITE_MOE_SWA = GRANITE_MOE.with_classes(
@@ -185,11 +247,20 @@ GRANITE_MOE_SWA = GRANITE_MOE.with_classes(
 
 #: Gemma-style final-logit soft-capping.
 SOFTCAPPED = LLAMA_LIKE.with_classes(
-    "BeamForCausalLM",
     "NanoChatForCausalLM",
     "VaultGemmaForCausalLM",
     name="softcapped",
     logits_postprocess=(("softcap", "final_logit_softcapping"),),
+)
+
+#: Beam: soft-capped logits; depth-scaled residual adds shrink the stream at every add.
+BEAM = SOFTCAPPED.with_classes(
+    "BeamForCausalLM",
+    name="beam",
+    non_additive=(
+        "Beam's depth-scaled residual add multiplies the residual stream by sqrt((k-1)/k) at the k-th "
+        "add, so the block's update is not a sum of sublayer contributions to an unchanged stream"
+    ),
 )
 
 #: Inkling 2: soft-capped logits over an unpadded head, learned (input-dependent) attention
@@ -201,6 +272,10 @@ INKLING2 = SOFTCAPPED.with_classes(
     name="inkling2",
     attention_sinks=True,
     tiny_config={**MOE_TINY, "unpadded_vocab_size": 512, **SWA_TINY},
+    non_additive=(
+        "Inkling 2 blocks read a learned attention over earlier blocks' states instead of one residual "
+        "stream, and restart the residual at block boundaries: no sum of sublayer outputs gives the stream"
+    ),
 )
 
 #: The MLP (or MoE) block is named ``feed_forward``.
@@ -218,6 +293,6 @@ FINAL_LAYERNORM = LLAMA_LIKE.with_classes(
 JETMOE = LLAMA_LIKE.with_classes("JetMoeForCausalLM", name="jetmoe", self_attn="self_attention", tiny_config=MOE_TINY)
 
 SPECS = (
-    LLAMA_LIKE, LLAMA_MOE, SINKS_MOE, PER_LAYER_HEADS_MOE, INKLING, MLA, MINICPM3, COHERE, COHERE_MOE, GRANITE, GRANITE_SWA,
+    LLAMA_LIKE, LLAMA_MOE, SANDWICH, SANDWICH_MOE, GLM4, GLM4_MOE_SANDWICH, AFMOE, HYPERCLOVAX, MINIMAX, BEAM, SINKS_MOE, PER_LAYER_HEADS_MOE, INKLING, MLA, MINICPM3, COHERE, COHERE_MOE, GRANITE, GRANITE_SWA,
     GRANITE_MOE, GRANITE_MOE_SWA, SOFTCAPPED, INKLING2, FEED_FORWARD, FINAL_LAYERNORM, JETMOE,
 )

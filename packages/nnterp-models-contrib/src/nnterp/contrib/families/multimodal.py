@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from nnterp.architectures import GEMMA3
 from nnterp.contrib.families.llama_like import LLAMA_LIKE
 
 LANGUAGE_MODEL = LLAMA_LIKE.with_classes(
@@ -16,7 +17,9 @@ LANGUAGE_MODEL = LLAMA_LIKE.with_classes(
 GEMMA3_MULTIMODAL = LANGUAGE_MODEL.with_classes(
     "Gemma3ForConditionalGeneration",
     name="gemma3_multimodal",
-    logits_postprocess=(("softcap", "final_logit_softcapping"),),
+    logits_postprocess=GEMMA3.logits_postprocess,
+    attention_contribution=GEMMA3.attention_contribution,
+    mlp_contribution=GEMMA3.mlp_contribution,
 )
 
 #: Fuyu's language model is Persimmon (final norm ``final_layernorm``).
