@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from nnterp.errors import LayerIndexError
+from nnterp.errors import InvalidInputError, LayerIndexError
 
 if TYPE_CHECKING:
     from nnterp.spec import Contribution
@@ -155,6 +155,33 @@ class ContributionAccessor:
         self._model = model
         self._locate = locate
         self.description = description
+        # The residual an in-module-residual read took from the module's input, with the
+        # output it was subtracted from: a write after that read cannot go back to the input.
+        self._residuals: dict[int, tuple[Any, Any]] = {}
+        self._prefetched: dict[int, tuple[Any, Any]] = {}
+
+    def forget_reads(self) -> None:
+        """Drop what earlier reads remembered (called when a new trace starts)."""
+        self._residuals.clear()
+        self._prefetched.clear()
+
+    def prefetch(self, layer: int) -> None:
+        """Read now what layer ``layer``'s contribution needs from its module's input (an
+        in-module residual, the input's shape), so the contribution itself can be read after
+        values computed inside the module (per-head sites), which come later in the forward."""
+        layer = normalize_layer(self._model, layer)
+        _, envoy, contribution = self._locate(layer)
+        if layer in self._prefetched or (contribution.residual_argument is None and not contribution.tokens_flattened):
+            return
+        self._prefetched[layer] = self._input_parts(envoy, contribution)
+
+    @staticmethod
+    def _input_parts(envoy: Any, contribution: Contribution) -> tuple[Any, Any]:
+        residual = None
+        if contribution.residual_argument is not None:
+            residual = first_tensor(module_argument(envoy, *contribution.residual_argument))
+        shape = first_tensor(envoy.input).shape if contribution.tokens_flattened else None
+        return residual, shape
 
     def module(self, layer: int) -> Any:
         """The envoy whose output holds layer ``layer``'s contribution."""
@@ -166,28 +193,43 @@ class ContributionAccessor:
         return float(getattr(layer_envoy._module, contribution.scale))
 
     def __getitem__(self, layer: int) -> torch.Tensor:
-        layer_envoy, envoy, contribution = self._locate(normalize_layer(self._model, layer))
-        residual = None
-        if contribution.residual_argument is not None:
-            residual = first_tensor(module_argument(envoy, *contribution.residual_argument))
+        layer = normalize_layer(self._model, layer)
+        layer_envoy, envoy, contribution = self._locate(layer)
+        residual, shape = self._prefetched.pop(layer, None) or self._input_parts(envoy, contribution)
         value = first_tensor(envoy.output)
+        if residual is not None:
+            self._residuals[layer] = (value, residual)
         if contribution.mutated_after_return:
             value = value.clone()
+        if shape is not None:
+            value = value.reshape(shape)
         if residual is not None:
             value = value - residual
         scale = self._scale(layer_envoy, contribution)
         return value if scale is None else value * scale
 
     def __setitem__(self, layer: int, value: torch.Tensor) -> None:
-        layer_envoy, envoy, contribution = self._locate(normalize_layer(self._model, layer))
+        layer = normalize_layer(self._model, layer)
+        layer_envoy, envoy, contribution = self._locate(layer)
         residual = None
-        if contribution.residual_argument is not None:
+        remembered = self._residuals.pop(layer, None)
+        if contribution.residual_argument is not None and remembered is None:
             residual = first_tensor(module_argument(envoy, *contribution.residual_argument))
+        current = envoy.output
+        if remembered is not None:
+            if remembered[0] is not first_tensor(current):
+                raise InvalidInputError(
+                    f"{self.description}[{layer}]: this write belongs to a forward other than the one "
+                    "whose value was read last; read and write it in the same trace."
+                )
+            residual = remembered[1]
         scale = self._scale(layer_envoy, contribution)
         raw = value if scale is None else value / scale
         if residual is not None:
             raw = raw + residual
-        envoy.output = replace_first(envoy.output, raw)
+        if contribution.tokens_flattened:
+            raw = raw.reshape(first_tensor(current).shape)
+        envoy.output = replace_first(current, raw)
 
     def __len__(self) -> int:
         return self._model.num_layers

@@ -68,6 +68,8 @@ class Contribution:
             before the residual add (MiniCPM ``residual_scale``, Granite ``residual_multiplier``).
         mutated_after_return: The layer adds to the returned tensor in place afterwards
             (Falcon's ``mlp_output += attention_output``): reads copy it as it was returned.
+        tokens_flattened: The module may return its tokens flattened, (batch * seq, hidden)
+            (Llama-4's mixture of experts): reads take the shape of the module's input.
 
     Example:
         >>> SANDWICH = Contribution(output="post_attention_layernorm")
@@ -79,6 +81,7 @@ class Contribution:
     residual_argument: tuple[str, int] | None = None
     scale: str | None = None
     mutated_after_return: bool = False
+    tokens_flattened: bool = False
 
 
 #: The plain case: the sublayer module's output is what the block adds.

@@ -534,6 +534,8 @@ class StandardizedTransformer(TransformersModel):
         """
         if inputs:
             input_checks.check_prompts(self, inputs[0])
+        for accessor in (self.mixers_output, self.attentions_output, self.mlps_output):
+            accessor.forget_reads()
         if self.remote and "remote" not in kwargs:
             kwargs["remote"] = True
         if kwargs.get("remote"):

@@ -28,6 +28,7 @@ from nnterp.accessors import first_tensor
 from nnterp.errors import RenamingError
 
 if TYPE_CHECKING:
+    from nnterp.spec import Contribution
     from nnterp.standardized_transformer import StandardizedTransformer
 
 _PROBE_TEXT = "The quick brown fox jumps over the lazy dog"
@@ -189,6 +190,30 @@ def _projection_matches_logits(model: StandardizedTransformer, expected: dict[st
     return bool(torch.allclose(projected, logits, rtol=tolerance, atol=tolerance * scale))
 
 
+def _read_in_order(
+    module: Any,
+    module_input: Any,
+    contribution: Contribution,
+    available: bool,
+    read_contribution: Callable[[], Any],
+    contributions: list[Any],
+) -> tuple[Any, Any]:
+    """Save a sublayer module's raw output and (when ``available``) its contribution, in the
+    forward's order: a contribution read from a later module (a post-norm) comes after the raw
+    output; one read from the module itself may need the module's input, so it comes first.
+
+    Returns ``(module_input, raw output)`` for the hook comparison; the contribution is
+    appended to ``contributions``."""
+    import nnsight
+
+    if available and contribution.output is None:
+        contributions.append(nnsight.save(read_contribution()))
+    raw = nnsight.save(first_tensor(module.output).clone())
+    if available and contribution.output is not None:
+        contributions.append(nnsight.save(read_contribution()))
+    return module_input, raw
+
+
 def _fail(model: StandardizedTransformer, check: str) -> RenamingError:
     return RenamingError(
         f"nnterp validation failed for {type(model._module).__name__} (spec {model.spec.name!r}, "
@@ -225,18 +250,24 @@ def validate(model: StandardizedTransformer) -> OutputStructure:
                 for index in _checked_layers(model):
                     layer_in = nnsight.save(model.layers_input[index])
                     contributions = []
-                    if structure.mixers[index] is not None:
-                        mixer = model.mixers[index]
+                    mixer = structure.mixers[index]
+                    if mixer is not None:
                         mixer_in = nnsight.save(model.mixers_input[index])
                         if with_probs and index == probe_layer:
                             got["probs"] = (None, nnsight.save(model.attention_probabilities[index].clone()))
-                        got[f"mixer{index}"] = (mixer_in, nnsight.save(first_tensor(mixer.output).clone()))
-                        if structure.mixer_unavailable(index) is None:
-                            contributions.append(nnsight.save(model.mixers_output[index]))
-                    if model.paths["mlp"]:
-                        mlp = model.mlps[index]
-                        got[f"mlp{index}"] = (nnsight.save(model.mlps_input[index]), nnsight.save(first_tensor(mlp.output).clone()))
-                    if structure.mlp_unavailable() is None:
+                        got[f"mixer{index}"] = _read_in_order(
+                            model.mixers[index], mixer_in, mixer.contribution, structure.mixer_unavailable(index) is None,
+                            lambda index=index: model.mixers_output[index], contributions,
+                        )
+                    mlp_in = nnsight.save(model.mlps_input[index]) if structure.mlp_contribution is not None else None
+                    if model.paths["mlp"] and structure.mlp_contribution is not None:
+                        got[f"mlp{index}"] = _read_in_order(
+                            model.mlps[index], mlp_in, structure.mlp_contribution, structure.mlp_unavailable() is None,
+                            lambda index=index: model.mlps_output[index], contributions,
+                        )
+                    elif model.paths["mlp"]:
+                        got[f"mlp{index}"] = (mlp_in, nnsight.save(first_tensor(model.mlps[index].output).clone()))
+                    elif structure.mlp_unavailable() is None:
                         contributions.append(nnsight.save(model.mlps_output[index]))
                     layer_out = nnsight.save(model.layers_output[index])
                     got[f"layer{index}"] = (layer_in, layer_out)

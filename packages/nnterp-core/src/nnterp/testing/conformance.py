@@ -236,6 +236,8 @@ class ConformanceReport:
     class_name: str
     checks: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    #: ``model.support()`` without the available sites: ``{site: reason or {layer: reason}}``.
+    unsupported: dict[str, Any] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -254,7 +256,20 @@ class ConformanceReport:
             "status": "pass" if self.passed else "fail",
             "checks": dict(self.checks),
             "error": error,
+            "unsupported": dict(self.unsupported),
         }
+
+
+def unsupported_sites(support: dict[str, Any]) -> dict[str, Any]:
+    """The sites a ``model.support()`` report marks unavailable, in JSON form: ``{site: reason}``
+    or, where layers differ, ``{site: {"layer": reason}}`` (available layers left out)."""
+    result: dict[str, Any] = {}
+    for site, value in support.items():
+        if isinstance(value, dict):
+            result[site] = {str(layer): reason for layer, reason in value.items() if reason is not None}
+        elif value is not None:
+            result[site] = value
+    return result
 
 
 def load_for_conformance(hf_model: Any, tokenizer: Any, **kwargs: Any) -> tuple[Any, str | None]:
@@ -292,6 +307,7 @@ def run_conformance(hf_model: Any, tokenizer: Any, **kwargs: Any) -> Conformance
         report.errors["renaming"] = _describe(error)
         return report
     report.checks["renaming"] = PASS
+    report.unsupported = unsupported_sites(model.support())
     if note:
         report.errors["attention_probabilities"] = note
     for name, check in CHECKS.items():

@@ -279,7 +279,14 @@ INKLING2 = SOFTCAPPED.with_classes(
 )
 
 #: The MLP (or MoE) block is named ``feed_forward``.
-FEED_FORWARD = LLAMA_LIKE.with_classes("Llama4ForCausalLM", name="feed_forward", mlp="feed_forward", tiny_config=MOE_TINY)
+#: Llama-4's mixture-of-experts layers return their tokens flattened, (batch * seq, hidden).
+FEED_FORWARD = LLAMA_LIKE.with_classes(
+    "Llama4ForCausalLM",
+    name="feed_forward",
+    mlp="feed_forward",
+    tiny_config=MOE_TINY,
+    mlp_contribution=Contribution(tokens_flattened=True),
+)
 
 #: The final norm is ``model.final_layernorm``.
 FINAL_LAYERNORM = LLAMA_LIKE.with_classes(
