@@ -81,21 +81,6 @@ def test_each_contribution_is_the_documented_formula(pair):
     assert frozen.centered is isinstance(norm, torch.nn.LayerNorm)
 
 
-def test_post_norm_architecture_needs_layer_split():
-    from .conftest import build
-
-    model, hf_model = build("gemma2")
-    with pytest.raises(UnavailableComponentError, match="split='layer'"):
-        logit_attribution(model, PROMPTS, TARGET)
-    dla = logit_attribution(model, PROMPTS, TARGET, split="layer")
-    assert dla.labels == ["embed", "layer.0", "layer.1"]
-    with torch.no_grad():
-        raw = hf_model.lm_head(hf_model.model.norm(capture(
-            hf_model, encode(model.tokenizer, PROMPTS), {"h": (hf_model.model.layers[1], "output")}
-        )[0]["h"][:, -1]))
-    torch.testing.assert_close(dla.total, raw[torch.arange(2), TARGET], atol=1e-4, rtol=1e-4)
-
-
 def test_bad_arguments(llama):
     with pytest.raises(InvalidInputError, match="per_head"):
         decompose_residual(llama, PROMPTS, split="layer", per_head=True)

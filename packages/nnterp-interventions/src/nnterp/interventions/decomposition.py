@@ -22,12 +22,21 @@ where ``u`` is the unembedding row of the token (the difference of two rows for 
 difference). ``D``, the centering and ``beta`` are measured from the norm module itself (by
 probing it with known inputs), so any norm of that form works without per-model code.
 
-The decomposition needs each layer to add its attention and MLP outputs unchanged to the
-residual stream (GPT-2, Llama, Mistral, Qwen, GPT-NeoX with parallel or sequential
-residuals, ...). Architectures that normalise the branch outputs before adding them
-(Gemma-2/3's post-norms) raise an error naming ``split="layer"``, which attributes each
-layer's whole update instead. For models that post-process logits (Gemma-2/3 softcapping),
-the attribution is of the logit before post-processing (``total``), not the model's output.
+The components are the standard contributions (`nnterp.sites`): ``mixers_output`` (labelled
+``attn.L`` on softmax-attention layers, ``mixer.L`` on a hybrid's other layers) and
+``mlps_output``, which the architecture spec places wherever each family adds its sublayers to
+the residual stream (after Gemma-2/3's post-norms, without BLOOM's in-module residual, times
+Granite's branch scale, ...), so the decomposition holds on every family where
+``model.support()`` reports them. Blocks with no additive contribution (post-norm BERT/GPT-1,
+rescaled residuals) raise an error naming the reason and ``split="layer"``, which attributes
+each layer's whole update instead. Per-head shares go through any post-attention norm frozen at
+the real attention output, exactly like the final norm.
+
+Logit post-processing is part of the unembedding chain: a projection between the final norm
+and the unembedding (OPT's ``project_out``) folds into the direction, linear logit scales
+(Cohere's ``logit_scale``, Granite's ``logits_scaling``) scale every contribution, so ``total``
+equals the model's logit; with a soft-cap (Gemma-2/3), contributions are in pre-cap units and
+``total`` applies the cap to their sum, which again gives the model's logit.
 
 Example:
     >>> from nnterp.interventions.decomposition import logit_attribution
@@ -39,13 +48,15 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
 from nnterp.cache import ActivationCache, cache_activations
 from nnterp.errors import InvalidInputError, UnavailableComponentError
 from nnterp.heads import project_heads
+from nnterp.spec import config_value
+from nnterp.standardized_transformer import postprocess_logits
 from nnterp.interventions.metrics import TokenIds
 
 if TYPE_CHECKING:
@@ -63,10 +74,13 @@ class ResidualDecomposition:
             ``"layer.L"`` with ``split="layer"``).
         components: (components, batch, hidden); ``components.sum(0) == residual``.
         residual: (batch, hidden), the stream entering the final norm (last layer's output).
-        head_components: with ``per_head``: (layers, heads, batch, hidden), each head's share
-            of ``attn.L`` without the output-projection bias; else ``None``.
-        attention_biases: with ``per_head``: (layers, hidden), the output-projection bias, so
-            ``head_components[L].sum(0) + attention_biases[L] == attn.L``; else ``None``.
+        head_components: with ``per_head``: (attention layers, heads, batch, hidden), each
+            head's share of ``attn.L`` without the output-projection bias; else ``None``.
+        attention_biases: with ``per_head``: (attention layers, batch, hidden), the
+            output-projection bias's part (through any post-attention norm), so
+            ``head_components[k].sum(0) + attention_biases[k] == attn.L`` for the k-th attention
+            layer L; else ``None``.
+        head_layers: with ``per_head``: the layer of each row of ``head_components``.
     """
 
     labels: list[str]
@@ -74,6 +88,7 @@ class ResidualDecomposition:
     residual: torch.Tensor
     head_components: torch.Tensor | None = None
     attention_biases: torch.Tensor | None = None
+    head_layers: list[int] | None = None
 
 
 @dataclass(frozen=True)
@@ -105,12 +120,15 @@ class LogitAttribution:
         labels: component names (see `ResidualDecomposition`).
         contributions: (batch, components).
         bias: (batch,), the final norm's bias and the unembedding bias, through the unembedding.
-        total: (batch,), ``contributions.sum(-1) + bias``: the logit (difference) before any
-            logit post-processing.
+        total: (batch,), the logit (difference) the components give: ``contributions.sum(-1) +
+            bias``, through the model's soft-cap when it has one (linear logit scales are
+            already in every contribution); equals ``logits``.
         logits: (batch,), the same quantity read from the model's output logits.
-        head_contributions: (batch, layers, heads) with ``per_head``, else ``None``.
-        attention_bias_contributions: (batch, layers) with ``per_head``: the output-projection
-            bias's part of each ``attn.L`` (``head_contributions.sum(-1) + this == attn.L``).
+        head_contributions: (batch, attention layers, heads) with ``per_head``, else ``None``.
+        attention_bias_contributions: (batch, attention layers) with ``per_head``: the
+            output-projection bias's part of each ``attn.L`` (``head_contributions.sum(-1) +
+            this == attn.L``).
+        head_layers: with ``per_head``: the layer of each attention-layer column.
     """
 
     labels: list[str]
@@ -120,6 +138,7 @@ class LogitAttribution:
     logits: torch.Tensor
     head_contributions: torch.Tensor | None = None
     attention_bias_contributions: torch.Tensor | None = None
+    head_layers: list[int] | None = None
 
     def as_dict(self, prompt: int = 0) -> dict[str, float]:
         """``{label: contribution}`` of one prompt, plus ``"bias"``."""
@@ -136,9 +155,11 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
 def _sites(model: StandardizedTransformer, split: str, per_head: bool) -> list[str]:
     sites = ["layers_input", "layers_output", "logits"]
     if split == "attn_mlp":
-        sites += ["attentions_output", "mlps_output"]
+        sites.append("mixers_output")
+        if model.layer_structure.mlp_unavailable() is None:
+            sites.append("mlps_output")
     if per_head:
-        sites.append("heads_output")
+        sites += [f"heads_output.{layer}" for layer in model.attention_layers]
     return sites
 
 
@@ -157,17 +178,17 @@ def decompose_residual(
         model: a `StandardizedTransformer`.
         prompts: a prompt or a list (left-padded batch).
         position: the position, counted per prompt (``-1``: last token).
-        split: ``"attn_mlp"`` (embeddings, then attention and MLP of each layer) or
+        split: ``"attn_mlp"`` (embeddings, then each layer's mixer and MLP contributions) or
             ``"layer"`` (embeddings, then each layer's whole update).
-        per_head: also split each attention output by head (``split="attn_mlp"`` only).
+        per_head: also split each attention contribution by head (``split="attn_mlp"`` only).
 
     Returns:
         A `ResidualDecomposition` (float32, CPU).
 
     Raises:
-        UnavailableComponentError: the architecture does not add its attention and MLP
-            outputs unchanged to the residual stream (use ``split="layer"``), or transforms
-            the stream between layers.
+        UnavailableComponentError: the blocks add no sublayer contributions to the stream
+            (the reason is ``model.support()["mixers_output"]``; use ``split="layer"``), or
+            the stream is transformed between layers.
 
     Example:
         >>> parts = decompose_residual(model, ["The capital of France is"], per_head=True)
@@ -185,6 +206,17 @@ def _run(model: StandardizedTransformer, prompts: Any, position: int, split: str
         raise InvalidInputError("per_head=True needs split='attn_mlp' (heads split the attention outputs)")
     if not isinstance(position, int) or isinstance(position, bool):
         raise InvalidInputError(f"position must be one int, got {position!r}")
+    if split == "attn_mlp":
+        structure = model.layer_structure
+        reasons = {structure.mixer_unavailable(layer) for layer in range(model.num_layers)} - {None}
+        if reasons:
+            raise UnavailableComponentError(
+                f"{model.spec.name}: the residual stream does not split into sublayer contributions "
+                f"({'; '.join(sorted(str(r) for r in reasons))}). Use split='layer' to attribute each "
+                "layer's whole update."
+            )
+    if per_head and not model.attention_layers:
+        raise UnavailableComponentError(f"{model.spec.name}: per_head=True needs softmax-attention layers; this model has none.")
     return cache_activations(model, prompts, _sites(model, split, per_head), positions=position, dtype=torch.float32)
 
 
@@ -193,6 +225,8 @@ def _decompose(
 ) -> ResidualDecomposition:
     labels = ["embed"]
     components = [cache["layers_input.0"]]
+    has_mlp = f"mlps_output.{model.num_layers - 1}" in cache
+    kinds = model.layer_kinds
     heads: list[torch.Tensor] = []
     biases: list[torch.Tensor] = []
     for layer in range(model.num_layers):
@@ -207,26 +241,79 @@ def _decompose(
             labels.append(f"layer.{layer}")
             components.append(update)
             continue
-        attention, mlp = cache[f"attentions_output.{layer}"], cache[f"mlps_output.{layer}"]
-        if not _close(attention + mlp, update):
+        mixer = cache[f"mixers_output.{layer}"]
+        parts = [mixer] + ([cache[f"mlps_output.{layer}"]] if has_mlp else [])
+        if not _close(sum(parts), update):
             raise UnavailableComponentError(
-                f"{model.spec.name}: layer {layer} does not add its attention and MLP outputs "
-                "unchanged to the residual stream (e.g. it normalises them first), so they are "
-                "not components of it. Use split='layer' to attribute each layer's whole update."
+                f"{model.spec.name}: layer {layer}'s mixer and MLP contributions do not add up to its "
+                "update on these prompts, so they are not components of the stream. Use split='layer' "
+                "to attribute each layer's whole update."
             )
-        labels += [f"attn.{layer}", f"mlp.{layer}"]
-        components += [attention, mlp]
-        if per_head:
-            per_head_output, bias = project_heads(model, layer, cache[f"heads_output.{layer}"])
-            heads.append(per_head_output.float().cpu().movedim(-2, 0))
-            biases.append(bias.float().cpu())
+        labels.append(f"attn.{layer}" if kinds[layer] == "attention" else f"mixer.{layer}")
+        components.append(mixer)
+        if has_mlp:
+            labels.append(f"mlp.{layer}")
+            components.append(parts[1])
+        if per_head and kinds[layer] == "attention":
+            per_head_output, bias = attention_head_shares(model, layer, cache[f"heads_output.{layer}"], mixer)
+            heads.append(per_head_output.movedim(-2, 0))
+            biases.append(bias)
     return ResidualDecomposition(
         labels=labels,
         components=torch.stack(components),
         residual=cache[f"layers_output.{model.num_layers - 1}"],
         head_components=torch.stack(heads) if per_head else None,
         attention_biases=torch.stack(biases) if per_head else None,
+        head_layers=list(model.attention_layers) if per_head else None,
     )
+
+
+def attention_head_shares(
+    model: StandardizedTransformer, layer: int, heads_output: torch.Tensor, contribution: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each head's share of layer ``layer``'s attention *contribution* (outside a trace).
+
+    `nnterp.heads.project_heads` splits the attention module's output through ``o_proj``;
+    this carries the split on to what the block adds: through a post-attention norm frozen at
+    the real attention output (Gemma-2/3, OLMo-2), and times a branch scale (Granite).
+
+    Args:
+        model: the `StandardizedTransformer`.
+        layer: a softmax-attention layer.
+        heads_output: (batch, heads, head_dim), a cached ``heads_output`` at one position.
+        contribution: (batch, hidden), the cached ``attentions_output`` at that position.
+
+    Returns:
+        ``(per_head, bias)``: (batch, heads, hidden) float32 CPU, and (batch, hidden), the part
+        that belongs to no head; ``per_head.sum(-2) + bias == contribution``.
+
+    Raises:
+        UnavailableComponentError: the contribution is not a per-position affine image of the
+            attention output (so heads have no separate shares).
+
+    Example:
+        >>> cache = cache_activations(model, "Hi there", ["heads_output.1", "attentions_output.1"], positions=-1)
+        >>> per_head, bias = attention_head_shares(model, 1, cache["heads_output.1"], cache["attentions_output.1"])
+    """
+    per_head, bias = project_heads(model, layer, heads_output)
+    per_head, bias = per_head.float().cpu(), bias.float().cpu().expand(per_head.shape[0], -1)
+    mixer = model.layer_structure.mixers[layer]
+    assert mixer is not None
+    layer_module = model._module.get_submodule(model.paths["layers"])[layer]
+    if mixer.contribution.output is not None:
+        raw = per_head.sum(-2) + bias
+        frozen = freeze_norm(layer_module.get_submodule(mixer.contribution.output), raw, model.spec.name)
+        per_head = frozen.apply(per_head.movedim(-2, 0)).movedim(0, -2)
+        bias = frozen.apply(bias) + frozen.offset
+    if mixer.contribution.scale is not None:
+        scale = float(getattr(layer_module, mixer.contribution.scale))
+        per_head, bias = per_head * scale, bias * scale
+    if not _close(per_head.sum(-2) + bias, contribution.float().cpu()):
+        raise UnavailableComponentError(
+            f"{model.spec.name}: layer {layer}'s attention contribution is not its heads' outputs through "
+            "o_proj (and a frozen post-attention norm), so heads have no separate shares."
+        )
+    return per_head, bias
 
 
 def _submodule(model: StandardizedTransformer, part: str) -> torch.nn.Module | None:
@@ -235,14 +322,63 @@ def _submodule(model: StandardizedTransformer, part: str) -> torch.nn.Module | N
 
 
 @torch.no_grad()
-def freeze_final_norm(model: StandardizedTransformer, residual: torch.Tensor) -> FrozenNorm:
-    """The final norm as an affine map, its scale frozen at ``residual`` (batch, hidden).
+def freeze_norm(norm: torch.nn.Module, residual: torch.Tensor, owner: str = "the model") -> FrozenNorm:
+    """A norm module as an affine map, its scale frozen at ``residual`` (batch, hidden).
 
-    Probes the norm module: its output on zeros is its bias ``beta``; invariance to adding
-    a constant to every coordinate tells a centering (LayerNorm) norm; its output on a
-    ``+-1`` vector gives ``gamma`` up to a constant factor, which the least-squares fit of
-    each prompt's scale ``s`` cancels. Checked: ``scale * P(residual) + offset`` equals the
-    norm's output.
+    Probes the module: its output on zeros is its bias ``beta``; invariance to adding a
+    constant to every coordinate tells a centering (LayerNorm) norm; its output on a ``+-1``
+    vector gives ``gamma`` up to a constant factor, which the least-squares fit of each
+    prompt's scale ``s`` cancels. Checked: ``scale * P(residual) + offset`` equals the norm's
+    output.
+
+    Raises:
+        UnavailableComponentError: the module is not of the form ``gamma * P(x) / s + beta``.
+
+    Example:
+        >>> frozen = freeze_norm(hf_model.model.layers[0].post_attention_layernorm, attention_out)
+        >>> torch.allclose(frozen.apply(attention_out) + frozen.offset, norm(attention_out), atol=1e-5)
+        True
+    """
+    hidden = residual.shape[-1]
+    parameter = next(norm.parameters(), None)
+    dtype = parameter.dtype if parameter is not None else residual.dtype
+    device = parameter.device if parameter is not None else residual.device
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return norm(x.to(device=device, dtype=dtype)).float().cpu()
+
+    try:
+        x = residual.float()
+        out = run(x)
+        offset = run(x.new_zeros(1, hidden))[0]
+        centered = _close(run(x + (x.abs().mean() + 1.0)), out)
+        probe = torch.ones(hidden)
+        probe[1::2] = -1.0
+        if centered:
+            probe = probe - probe.mean()
+        gamma = (run(probe[None])[0] - offset) / probe
+        centred_x = x - x.mean(dim=-1, keepdim=True) if centered else x
+        weighted = gamma * centred_x
+        target = out - offset
+        s = (weighted * weighted).sum(-1, keepdim=True) / (weighted * target).sum(-1, keepdim=True)
+        frozen = FrozenNorm(scale=gamma / s, centered=centered, offset=offset)
+        matches = _close(frozen.apply(x) + offset, out)
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise UnavailableComponentError(
+            f"{owner}: {type(norm).__name__} could not be probed as a norm ({error})."
+        ) from None
+    if not matches:
+        raise UnavailableComponentError(
+            f"{owner}: {type(norm).__name__} is not of the form gamma * P(x) / s(x) + beta, so the "
+            "contributions through it cannot be separated."
+        )
+    return frozen
+
+
+@torch.no_grad()
+def freeze_final_norm(model: StandardizedTransformer, residual: torch.Tensor) -> FrozenNorm:
+    """The final norm as an affine map, its scale frozen at ``residual`` (batch, hidden)
+    (see `freeze_norm`); the identity map when the model has no final norm.
 
     Raises:
         UnavailableComponentError: the final norm is not of the form ``gamma * P(x) / s + beta``.
@@ -252,54 +388,46 @@ def freeze_final_norm(model: StandardizedTransformer, residual: torch.Tensor) ->
         >>> normed = frozen.apply(parts.components).sum(0) + frozen.offset
     """
     norm = _submodule(model, "ln_final")
-    hidden = residual.shape[-1]
     if norm is None:
-        return FrozenNorm(torch.ones_like(residual), False, residual.new_zeros(hidden))
-    parameter = next(norm.parameters(), None)
-    dtype = parameter.dtype if parameter is not None else residual.dtype
-    device = parameter.device if parameter is not None else residual.device
+        return FrozenNorm(torch.ones_like(residual.float()), False, residual.new_zeros(residual.shape[-1]).float())
+    return freeze_norm(norm, residual, f"{model.spec.name}'s final norm")
 
-    def run(x: torch.Tensor) -> torch.Tensor:
-        return norm(x.to(device=device, dtype=dtype)).float().cpu()
 
-    x = residual.float()
-    out = run(x)
-    offset = run(x.new_zeros(1, hidden))[0]
-    centered = _close(run(x + (x.abs().mean() + 1.0)), out)
-    probe = torch.ones(hidden)
-    probe[1::2] = -1.0
-    if centered:
-        probe = probe - probe.mean()
-    gamma = (run(probe[None])[0] - offset) / probe
-    centred_x = x - x.mean(dim=-1, keepdim=True) if centered else x
-    weighted = gamma * centred_x
-    target = out - offset
-    s = (weighted * weighted).sum(-1, keepdim=True) / (weighted * target).sum(-1, keepdim=True)
-    frozen = FrozenNorm(scale=gamma / s, centered=centered, offset=offset)
-    if not _close(frozen.apply(x) + offset, out):
+def _linear_rows(module: torch.nn.Module | None, owner: str, part: str) -> tuple[torch.Tensor, torch.Tensor]:
+    weight = getattr(module, "weight", None)
+    if not isinstance(module, torch.nn.Linear) or weight is None:
         raise UnavailableComponentError(
-            f"{model.spec.name}'s final norm ({type(norm).__name__}) is not of the form "
-            "gamma * P(x) / s(x) + beta, so its contributions cannot be separated."
-        )
-    return frozen
-
-
-def _unembedding(model: StandardizedTransformer, target: torch.Tensor, baseline: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(directions (batch, hidden), biases (batch,)): the unembedding rows of each prompt's
-    target minus its baseline."""
-    head = _submodule(model, "lm_head")
-    weight = getattr(head, "weight", None)
-    if not isinstance(head, torch.nn.Linear) or weight is None:
-        raise UnavailableComponentError(
-            f"{model.spec.name}'s lm_head is a {type(head).__name__}, not a linear unembedding: "
-            "direct logit attribution needs one."
+            f"{owner}'s {part} is a {type(module).__name__}, not a linear map: direct logit attribution needs one."
         )
     rows = weight.detach().float().cpu()
-    bias = head.bias.detach().float().cpu() if head.bias is not None else torch.zeros(rows.shape[0])
-    direction, offset = rows[target], bias[target]
-    if baseline is not None:
-        direction, offset = direction - rows[baseline], offset - bias[baseline]
+    bias = module.bias.detach().float().cpu() if module.bias is not None else torch.zeros(rows.shape[0])
+    return rows, bias
+
+
+def _unembedding(model: StandardizedTransformer, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(directions (batch, hidden), biases (batch,)): each prompt's token row of the whole
+    linear unembedding, folded through a projection between the final norm and ``lm_head``."""
+    rows, bias = _linear_rows(_submodule(model, "lm_head"), model.spec.name, "lm_head")
+    direction, offset = rows[tokens], bias[tokens]
+    projection = model.unembedding_projection_module()
+    if projection is not None:
+        weight, projection_bias = _linear_rows(projection, model.spec.name, "unembedding projection")
+        direction, offset = direction @ weight, offset + direction @ projection_bias
     return direction, offset
+
+
+def _logit_scale(model: StandardizedTransformer) -> tuple[float, list[tuple[str, str]]]:
+    """The product of the linear logit post-processing steps before any soft-cap, and the
+    steps from the first soft-cap on (applied to totals)."""
+    factor = 1.0
+    steps = list(model.spec.logits_postprocess)
+    config = model._module.config
+    while steps and steps[0][0] != "softcap":
+        operation, key = steps.pop(0)
+        value = config_value(config, (key,))
+        if value is not None:
+            factor = factor * value if operation == "multiply" else factor / value
+    return factor, steps
 
 
 def _token_rows(tokens: TokenIds, batch: int, vocab: int, name: str) -> torch.Tensor:
@@ -338,9 +466,8 @@ def logit_attribution(
         per_head: also attribute each attention head.
 
     Returns:
-        A `LogitAttribution` (float32, CPU); ``contributions.sum(-1) + bias == total``, and
-        ``total`` equals the model's logit (difference) for models without logit
-        post-processing.
+        A `LogitAttribution` (float32, CPU); ``total`` equals the model's logit (difference):
+        ``contributions.sum(-1) + bias`` (through the soft-cap of models that cap logits).
 
     Example:
         >>> dla = logit_attribution(model, ["The capital of France is"], paris_id, london_id)
@@ -352,31 +479,44 @@ def logit_attribution(
     vocab = model.vocab_size
     target_ids = _token_rows(target, batch, vocab, "target")
     baseline_ids = None if baseline is None else _token_rows(baseline, batch, vocab, "baseline")
-    direction, unembed_bias = _unembedding(model, target_ids, baseline_ids)
     frozen = freeze_final_norm(model, parts.residual)
+    factor, capping = _logit_scale(model)
+    config = model._module.config
 
-    def logit_of(component: torch.Tensor) -> torch.Tensor:
-        # (..., batch, hidden) -> (..., batch)
-        return (frozen.apply(component) * direction).sum(-1)
+    def attribute(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any, Any]:
+        direction, unembed_bias = _unembedding(model, tokens)
 
-    contributions = logit_of(parts.components).T
-    bias = (frozen.offset * direction).sum(-1) + unembed_bias
+        def logit_of(component: torch.Tensor) -> torch.Tensor:
+            # (..., batch, hidden) -> (..., batch), in the units of the logits before any soft-cap
+            return (frozen.apply(component) * direction).sum(-1) * factor
+
+        contributions = logit_of(parts.components).T
+        bias = ((frozen.offset * direction).sum(-1) + unembed_bias) * factor
+        total = postprocess_logits(contributions.sum(-1) + bias, replace(model.spec, logits_postprocess=tuple(capping)), config)
+        heads = head_bias = None
+        if parts.head_components is not None and parts.attention_biases is not None:
+            # (layers, heads, batch) -> (batch, layers, heads)
+            heads = logit_of(parts.head_components).permute(2, 0, 1)
+            head_bias = logit_of(parts.attention_biases).T
+        return contributions, bias, total, heads, head_bias
+
+    contributions, bias, total, head_contributions, bias_contributions = attribute(target_ids)
     logits = cache["logits"]
     rows = torch.arange(batch)
     model_logit = logits[rows, target_ids]
     if baseline_ids is not None:
+        base = attribute(baseline_ids)
+        contributions, bias, total = contributions - base[0], bias - base[1], total - base[2]
+        if head_contributions is not None:
+            head_contributions, bias_contributions = head_contributions - base[3], bias_contributions - base[4]
         model_logit = model_logit - logits[rows, baseline_ids]
-    head_contributions = bias_contributions = None
-    if parts.head_components is not None and parts.attention_biases is not None:
-        # (layers, heads, batch) -> (batch, layers, heads)
-        head_contributions = logit_of(parts.head_components).permute(2, 0, 1)
-        bias_contributions = logit_of(parts.attention_biases[:, None, :].expand(-1, batch, -1)).T
     return LogitAttribution(
         labels=parts.labels,
         contributions=contributions,
         bias=bias,
-        total=contributions.sum(-1) + bias,
+        total=total,
         logits=model_logit,
         head_contributions=head_contributions,
         attention_bias_contributions=bias_contributions,
+        head_layers=parts.head_layers,
     )
