@@ -66,7 +66,7 @@ def _cell(text: Any) -> str:
 
 
 def _failed_checks(entry: dict[str, Any]) -> str:
-    failed = [name for name, result in entry.get("checks", {}).items() if result not in ("pass", "n/a")]
+    failed = [name for name, result in entry.get("checks", {}).items() if result == "fail"]
     parts = []
     if failed:
         parts.append("failed: " + ", ".join(f"`{name}`" for name in failed))
@@ -74,6 +74,16 @@ def _failed_checks(entry: dict[str, Any]) -> str:
         error = str(entry["error"])
         parts.append(_cell(error if len(error) <= 160 else error[:157] + "..."))
     return "; ".join(parts)
+
+
+def _identity(entry: dict[str, Any]) -> str:
+    """The residual-identity cell: the check's result, with the reason when unavailable."""
+    result = entry.get("checks", {}).get("residual_identity", "—")
+    reason = entry.get("unsupported", {}).get("mixers_output")
+    if result == "unavailable" and isinstance(reason, str):
+        short = reason.split(":")[0]
+        return f"unavailable ({_cell(short[:80])})"
+    return _cell(result)
 
 
 def render_status(document: dict[str, Any], specs: dict[str, tuple[str, str]]) -> str:
@@ -89,8 +99,13 @@ def render_status(document: dict[str, Any], specs: dict[str, tuple[str, str]]) -
         counts[entry.get("status", "unknown")] = counts.get(entry.get("status", "unknown"), 0) + 1
     summary = ", ".join(f"{count} {_STATUS_LABELS.get(status, status)}" for status, count in sorted(counts.items()))
     lines.append(f"**{len(models)} model types**: {summary}.\n")
-    lines.append("| model type | class | status | attention probabilities | spec | notes |")
-    lines.append("|---|---|---|---|---|---|")
+    lines.append(
+        "The *residual identity* column is the conformance check that `layers_input + mixers_output + "
+        "mlps_output == layers_output` on every layer; where it is unavailable, the reason is what "
+        "`model.support()` reports.\n"
+    )
+    lines.append("| model type | class | status | residual identity | attention probabilities | spec | notes |")
+    lines.append("|---|---|---|---|---|---|---|")
     for model_type, entry in sorted(models.items()):
         class_name = entry.get("class_name", model_type)
         spec_name, distribution = specs.get(class_name, ("—", ""))
@@ -98,8 +113,8 @@ def render_status(document: dict[str, Any], specs: dict[str, tuple[str, str]]) -
         attention = entry.get("checks", {}).get("attention_probabilities", "—")
         status = _STATUS_LABELS.get(entry.get("status", ""), entry.get("status", "?"))
         lines.append(
-            f"| `{_cell(model_type)}` | `{_cell(class_name)}` | {status} | {_cell(attention)} | {spec} "
-            f"| {_failed_checks(entry)} |"
+            f"| `{_cell(model_type)}` | `{_cell(class_name)}` | {status} | {_identity(entry)} | {_cell(attention)} "
+            f"| {spec} | {_failed_checks(entry)} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -11,6 +11,8 @@ from mkdocs.plugins import event_priority
 
 #: The line of ``architectures.md`` replaced by the generated table.
 ARCHITECTURES_MARKER = "<!-- architectures-table -->"
+#: The line of ``concepts.md`` replaced by the site table (`nnterp.sites.markdown_table`).
+SITES_MARKER = "<!-- sites-table -->"
 
 _GENERATOR = Path(__file__).with_name("gen_architectures.py")
 _ROOT = Path(__file__).resolve().parent.parent
@@ -54,13 +56,25 @@ def _generator() -> Any:
     return module
 
 
+def _site_table() -> str:
+    from nnterp.sites import markdown_table
+
+    return markdown_table()
+
+
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
-    """Put the supported-architectures table into ``architectures.md``."""
-    if page.file.src_uri != "architectures.md":
+    """Put the supported-architectures table into ``architectures.md`` and the site table
+    into ``concepts.md``."""
+    generated = {
+        "architectures.md": (ARCHITECTURES_MARKER, lambda: _generator().render()),
+        "concepts.md": (SITES_MARKER, _site_table),
+    }
+    if page.file.src_uri not in generated:
         return markdown
-    if ARCHITECTURES_MARKER not in markdown:
-        raise ValueError(f"architectures.md lost its {ARCHITECTURES_MARKER} line")
-    return markdown.replace(ARCHITECTURES_MARKER, _generator().render())
+    marker, render = generated[page.file.src_uri]
+    if marker not in markdown:
+        raise ValueError(f"{page.file.src_uri} lost its {marker} line")
+    return markdown.replace(marker, render())
 
 
 def on_serve(server: Any, config: Any, builder: Any) -> Any:
