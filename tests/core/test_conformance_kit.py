@@ -17,7 +17,7 @@ def test_conformance_passes_on_core_architectures():
         report = run_conformance(tiny_model(model_type), tiny_tokenizer())
         assert report.passed, report.errors
         assert report.checks == {
-            "renaming": "pass", "accessor_shapes": "pass", "hooks_equality": "pass",
+            "renaming": "pass", "accessor_shapes": "pass", "hooks_equality": "pass", "residual_identity": "pass",
             "attention_probabilities": "pass", "steering": "pass", "layer_skipping": "pass", "batching": "pass",
         }
 
@@ -36,6 +36,23 @@ def test_hooks_equality_check_catches_an_accessor_reading_the_wrong_value():
     model.layers_output = Skewed()
     with pytest.raises(AssertionError, match="layer of layer 0"):
         check_hooks_equality(model)
+
+
+def test_residual_identity_check_catches_a_contribution_read_at_the_wrong_place():
+    import pytest
+    from nnterp.testing.conformance import check_residual_identity
+
+    # Gemma-2's raw attention output is not what its block adds (a post-norm follows it): a spec
+    # that reads contributions at the modules must fail the identity against the HF layers.
+    from nnterp.architectures import GEMMA2
+    from nnterp.spec import MODULE_OUTPUT
+
+    wrong = GEMMA2.with_classes(*GEMMA2.model_classes, attention_contribution=MODULE_OUTPUT)
+    model, _ = load_for_conformance(tiny_model("gemma2"), tiny_tokenizer(), spec=wrong, check_renaming=False)
+    with pytest.raises(AssertionError, match="layer 0"):
+        check_residual_identity(model)
+    right, _ = load_for_conformance(tiny_model("gemma2"), tiny_tokenizer())
+    check_residual_identity(right)
 
 
 def test_status_file_is_written_atomically(tmp_path, monkeypatch):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from nnterp.errors import InvalidInputError, UnavailableComponentError
+from nnterp.errors import InvalidInputError
 from nnterp.interventions.decomposition import (
     decompose_residual,
     freeze_final_norm,

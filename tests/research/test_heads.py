@@ -231,7 +231,8 @@ def test_other_core_families_through_their_specs(model_type):
         q_rot = model.queries_rotated[LAYER].save()
         probs = model.attention_probabilities[LAYER].save()
         z = model.heads_output[LAYER].save()
-        out = model.attentions_output[LAYER].save()
+        # The attention module's own output (on Gemma-2/3 a post-norm follows it before the add).
+        out = model.attentions[LAYER].output[0].save()
     groups = q.shape[2] // v.shape[2]
     v_full = v.repeat_interleave(groups, dim=2).transpose(1, 2)
     torch.testing.assert_close((probs @ v_full).transpose(1, 2), z, atol=1e-5, rtol=1e-5)

@@ -8,7 +8,8 @@ them, never through nnterp. Writes must go back the same way, and DLA must give 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import nnsight
 import pytest

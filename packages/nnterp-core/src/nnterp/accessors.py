@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from nnterp.errors import InvalidInputError, LayerIndexError
+from nnterp.errors import InvalidInputError
+from nnterp.inputs import normalize_index
+from nnterp.nnsight_seams import run_state
 
 if TYPE_CHECKING:
     from nnterp.spec import Contribution
@@ -41,18 +43,7 @@ def normalize_layer(model: StandardizedTransformer, layer: int) -> int:
     Raises:
         LayerIndexError: out of ``range(-num_layers, num_layers)``.
     """
-    num_layers = model.num_layers
-    if isinstance(layer, bool) or not isinstance(layer, int):
-        try:
-            layer = int(layer)
-        except (TypeError, ValueError):
-            raise LayerIndexError(f"layer index must be an int, got {layer!r}") from None
-    if not -num_layers <= layer < num_layers:
-        raise LayerIndexError(
-            f"layer {layer} is out of range for a model with {num_layers} layers: use "
-            f"0..{num_layers - 1} (or -{num_layers}..-1 from the end)."
-        )
-    return layer % num_layers
+    return normalize_index(layer, model.num_layers, "layer")
 
 
 class LayerAccessor:
@@ -63,6 +54,8 @@ class LayerAccessor:
         module_of: ``module_of(i)`` gives the envoy whose input or output is accessed.
         io: ``"input"`` (the module's first argument) or ``"output"``.
         description: What the values are, for ``repr`` and errors.
+        tokens_flattened: ``tokens_flattened()`` tells whether the module receives its tokens
+            flattened, (batch * seq, hidden) (OPT's feed-forward): reads give (batch, seq, hidden).
 
     Example:
         >>> with model.trace("Hello"):
@@ -76,11 +69,13 @@ class LayerAccessor:
         module_of: Callable[[int], Any],
         io: str,
         description: str,
+        tokens_flattened: Callable[[], bool] = lambda: False,
     ) -> None:
         self._model = model
         self._module_of = module_of
         self._io = io
         self.description = description
+        self._tokens_flattened = tokens_flattened
 
     def module(self, layer: int) -> Any:
         """The envoy read or written for ``layer``."""
@@ -88,16 +83,21 @@ class LayerAccessor:
 
     def __getitem__(self, layer: int) -> torch.Tensor:
         envoy = self.module(layer)
-        if self._io == "input":
-            return envoy.input
-        return first_tensor(envoy.output)
+        value = envoy.input if self._io == "input" else first_tensor(envoy.output)
+        if self._tokens_flattened():
+            value = unflatten_tokens(value, token_shape(self._model, value))
+        return value
 
     def __setitem__(self, layer: int, value: torch.Tensor) -> None:
         envoy = self.module(layer)
         if self._io == "input":
-            envoy.input = value
+            current = envoy.input
+            envoy.input = value.reshape(current.shape) if self._tokens_flattened() else value
         else:
-            envoy.output = replace_first(envoy.output, value)
+            current = envoy.output
+            if self._tokens_flattened():
+                value = value.reshape(first_tensor(current).shape)
+            envoy.output = replace_first(current, value)
 
     def __len__(self) -> int:
         return self._model.num_layers
@@ -111,10 +111,30 @@ class LayerAccessor:
 
 
 def child_envoy(envoy: Any, path: str) -> Any:
-    """The envoy at dotted ``path`` below ``envoy`` (``"attention.dense"``)."""
+    """The envoy at dotted ``path`` below ``envoy`` (``"attention.dense"``).
+
+    A submodule whose name is also an envoy attribute (BERT's ``output``) is reached under
+    the prefixed name NNsight mounts it at, not as the envoy's ``.output`` value."""
+    from nnsight.intervention.envoy import Envoy
+
     for name in path.split("."):
-        envoy = getattr(envoy, name)
+        shadowed = f"{Envoy.OVERLOAD_PREFIX}{name}"
+        envoy = envoy.__dict__[shadowed] if isinstance(envoy.__dict__.get(shadowed), Envoy) else getattr(envoy, name)
     return envoy
+
+
+def token_shape(model: StandardizedTransformer, module_input: torch.Tensor) -> tuple[int, ...]:
+    """The (batch, seq) a module's possibly flattened (batch * seq, ...) input stands for: the
+    traced batch's, when its token count matches, else the input's own leading dimensions."""
+    mask = model.batch_attention_mask()
+    if module_input.dim() == 2 and mask is not None and mask.numel() == module_input.shape[0]:
+        return tuple(mask.shape)
+    return tuple(module_input.shape[:-1])
+
+
+def unflatten_tokens(value: torch.Tensor, tokens: tuple[int, ...]) -> torch.Tensor:
+    """``value`` (tokens..., width) as ``(*tokens, width)``."""
+    return value.reshape(*tokens, value.shape[-1])
 
 
 def module_argument(envoy: Any, name: str, position: int) -> Any:
@@ -155,15 +175,13 @@ class ContributionAccessor:
         self._model = model
         self._locate = locate
         self.description = description
-        # The residual an in-module-residual read took from the module's input, with the
-        # output it was subtracted from: a write after that read cannot go back to the input.
-        self._residuals: dict[int, tuple[Any, Any]] = {}
-        self._prefetched: dict[int, tuple[Any, Any]] = {}
 
-    def forget_reads(self) -> None:
-        """Drop what earlier reads remembered (called when a new trace starts)."""
-        self._residuals.clear()
-        self._prefetched.clear()
+    def _remembered(self, kind: str) -> dict[int, Any]:
+        """Per-run memory of this accessor: what a read took from a module's input ("inputs",
+        read ahead by `prefetch`), and the residual a read subtracted with the output it came
+        from ("residuals"), since a later write cannot go back to the module's input. It lives
+        for the running forward only (`nnterp.nnsight_seams.run_state`)."""
+        return run_state(self._model).setdefault((self.description, kind), {})
 
     def prefetch(self, layer: int) -> None:
         """Read now what layer ``layer``'s contribution needs from its module's input (an
@@ -171,16 +189,21 @@ class ContributionAccessor:
         values computed inside the module (per-head sites), which come later in the forward."""
         layer = normalize_layer(self._model, layer)
         _, envoy, contribution = self._locate(layer)
-        if layer in self._prefetched or (contribution.residual_argument is None and not contribution.tokens_flattened):
+        inputs = self._remembered("inputs")
+        needs_input = contribution.residual_argument is not None or contribution.tokens_flattened
+        # A contribution read at another module (a post-norm, BERT's attention.output) gets its
+        # input when that module runs, later than the values read inside the sublayer.
+        if layer in inputs or not needs_input or contribution.output is not None:
             return
-        self._prefetched[layer] = self._input_parts(envoy, contribution)
+        inputs[layer] = self._input_parts(envoy, contribution)
 
-    @staticmethod
-    def _input_parts(envoy: Any, contribution: Contribution) -> tuple[Any, Any]:
+    def _input_parts(self, envoy: Any, contribution: Contribution) -> tuple[Any, Any]:
         residual = None
         if contribution.residual_argument is not None:
             residual = first_tensor(module_argument(envoy, *contribution.residual_argument))
-        shape = first_tensor(envoy.input).shape if contribution.tokens_flattened else None
+        shape = None
+        if contribution.tokens_flattened:
+            shape = token_shape(self._model, first_tensor(envoy.input))
         return residual, shape
 
     def module(self, layer: int) -> Any:
@@ -195,14 +218,14 @@ class ContributionAccessor:
     def __getitem__(self, layer: int) -> torch.Tensor:
         layer = normalize_layer(self._model, layer)
         layer_envoy, envoy, contribution = self._locate(layer)
-        residual, shape = self._prefetched.pop(layer, None) or self._input_parts(envoy, contribution)
+        residual, shape = self._remembered("inputs").pop(layer, None) or self._input_parts(envoy, contribution)
         value = first_tensor(envoy.output)
         if residual is not None:
-            self._residuals[layer] = (value, residual)
+            self._remembered("residuals")[layer] = (value, residual)
         if contribution.mutated_after_return:
             value = value.clone()
         if shape is not None:
-            value = value.reshape(shape)
+            value = unflatten_tokens(value, shape)
         if residual is not None:
             value = value - residual
         scale = self._scale(layer_envoy, contribution)
@@ -212,7 +235,7 @@ class ContributionAccessor:
         layer = normalize_layer(self._model, layer)
         layer_envoy, envoy, contribution = self._locate(layer)
         residual = None
-        remembered = self._residuals.pop(layer, None)
+        remembered = self._remembered("residuals").pop(layer, None)
         if contribution.residual_argument is not None and remembered is None:
             residual = first_tensor(module_argument(envoy, *contribution.residual_argument))
         current = envoy.output
@@ -258,7 +281,9 @@ class AttentionProbabilitiesAccessor:
         model = self._model
         model._require_attention_probabilities()
         layer = normalize_layer(model, layer)
-        return locate_probabilities(model._attention(layer), model.spec.attention_probabilities, layer)
+        attention = model._attention(layer)
+        model._before_inside_mixer(layer)
+        return locate_probabilities(attention, model.spec.attention_probabilities, layer)
 
     def __getitem__(self, layer: int) -> torch.Tensor:
         return self._operation(layer).output

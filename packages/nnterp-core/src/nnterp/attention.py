@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from nnterp.errors import UnavailableComponentError
+from nnterp.nnsight_seams import compiled_operations
 
 
 def _is_call_of(source_text_lines: list[str], line: int, dotted: str) -> bool:
@@ -31,19 +32,13 @@ def find_call(source: Any, dotted: str) -> Any:
     """
     base = dotted.replace(".", "_")
     pattern = re.compile(rf"^{re.escape(base)}_(\d+)$")
-    compiled = source.compiled
-    lines = compiled.source.split("\n")
-    labels = sorted(
-        (int(match.group(1)), name)
-        for name in compiled.names
-        if (match := pattern.match(name))
-    )
+    names, line_of, text = compiled_operations(source)
+    lines = text.split("\n")
+    labels = sorted((int(match.group(1)), name) for name in names if (match := pattern.match(name)))
     for _, name in labels:
-        if _is_call_of(lines, compiled.lines[name], dotted):
+        if _is_call_of(lines, line_of[name], dotted):
             return getattr(source, name)
-    raise LookupError(
-        f"no call of {dotted}(...) in {source.prefix}; operations: {', '.join(compiled.names)}"
-    )
+    raise LookupError(f"no call of {dotted}(...) in {source.prefix}; operations: {', '.join(names)}")
 
 
 def submodule_envoy(owner: Any, dotted: str) -> Any:

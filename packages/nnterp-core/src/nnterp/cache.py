@@ -117,17 +117,6 @@ def read_site(model: StandardizedTransformer, site: Site) -> torch.Tensor:
     return accessor if site.layer is None else accessor[site.layer]
 
 
-def prefetch_contributions(model: StandardizedTransformer, site: Site, wanted: Sequence[Site]) -> None:
-    """Before the first site read inside layer ``site.layer``'s mixer (per-head values,
-    probabilities), let the mixer contributions also wanted read what they need from the
-    mixer's input, which the forward has passed by the time they are read."""
-    if site.layer is None or site_info(site.name).kind not in ("head", "attention_pattern"):
-        return
-    for other in wanted:
-        if other.layer == site.layer and other.name in ("attentions_output", "mixers_output"):
-            getattr(model, other.name).prefetch(site.layer)
-
-
 def write_site(model: StandardizedTransformer, site: Site, value: torch.Tensor) -> None:
     """Replace the value of ``site`` inside a trace."""
     if site.layer is None:
@@ -263,7 +252,6 @@ def cache_activations(
     with model.trace(prompts, **options) as tracer:
         columns = position_columns(trace_attention_mask(model), positions)
         for site in wanted:
-            prefetch_contributions(model, site, wanted)
             value = select_positions(read_site(model, site), columns, position_dim(site), squeeze)
             value = value.detach().to(device=device or value.device, dtype=dtype or value.dtype)
             saved.append(nnsight.save(value))

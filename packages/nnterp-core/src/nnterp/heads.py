@@ -215,7 +215,9 @@ class HeadsAccessor:
 
     def _attention(self, layer: int) -> Any:
         model = self._model
-        attention = model._attention(normalize_layer(model, layer))
+        layer = normalize_layer(model, layer)
+        attention = model._attention(layer)
+        model._before_inside_mixer(layer)
         if self.layout.rotary_embedding is not None or model.attention_probabilities_enabled:
             # NNsight instruments a forward's operations (`.source`) only if asked before the
             # forward starts; asking here, before q_proj runs, keeps later reads of the rotary

@@ -108,10 +108,34 @@ def require_steering_vector(vector: Any, hidden_size: int) -> torch.Tensor:
     return vector
 
 
+def normalize_index(value: Any, size: int, name: str) -> int:
+    """One index as a non-negative int within ``size``, Python-style negatives allowed.
+
+    Raises:
+        LayerIndexError: not an int, or outside ``range(-size, size)``.
+
+    Example:
+        >>> normalize_index(-1, 12, "layer")
+        11
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            value = int(value)
+        except (TypeError, ValueError):
+            raise LayerIndexError(f"{name} must be an int, got {value!r}") from None
+    if not -size <= value < size:
+        raise LayerIndexError(
+            f"{name} {value} is out of range for a dimension of size {size}: use "
+            f"0..{size - 1} (or -{size}..-1 from the end)."
+        )
+    return value % size
+
+
 def index_list(indices: int | Sequence[int] | None, size: int, name: str) -> list[int] | None:
     """``indices`` as a list of non-negative ints within ``size`` (``None`` means all).
 
     Raises:
+        InvalidInputError: an empty list.
         LayerIndexError: an index outside ``range(-size, size)``.
     """
     if indices is None:
@@ -119,12 +143,37 @@ def index_list(indices: int | Sequence[int] | None, size: int, name: str) -> lis
     values = [indices] if isinstance(indices, int) else list(indices)
     if not values:
         raise InvalidInputError(f"{name} is empty: pass None to mean all, or at least one index.")
-    result = []
-    for value in values:
-        if not -size <= int(value) < size:
-            raise LayerIndexError(
-                f"{name} {value} is out of range for a dimension of size {size}: use "
-                f"0..{size - 1} (or negative indices from the end)."
-            )
-        result.append(int(value) % size)
-    return result
+    return [normalize_index(value, size, name) for value in values]
+
+
+def layer_indices(num_layers: int, layers: int | Sequence[int] | None, name: str = "layers") -> list[int]:
+    """The one normaliser of a ``layers`` argument: ``None`` (every layer), an index, or
+    several, as non-negative indices in the caller's order.
+
+    Example:
+        >>> layer_indices(12, [0, -1])
+        [0, 11]
+    """
+    return index_list(layers, num_layers, name) or list(range(num_layers))
+
+
+def prompt_list(prompts: Any, name: str = "prompts") -> list[str]:
+    """The one normaliser of a text ``prompts`` argument: a prompt or a list of prompts, as
+    a non-empty list of strings.
+
+    Raises:
+        InvalidInputError: not text, or an empty list.
+
+    Example:
+        >>> prompt_list("Hello")
+        ['Hello']
+    """
+    if isinstance(prompts, str):
+        return [prompts]
+    if not isinstance(prompts, Sequence) or not all(isinstance(p, str) for p in prompts):
+        raise InvalidInputError(
+            f"{name} must be a prompt or a list of prompts (strings), got {type(prompts).__name__}"
+        )
+    if not prompts:
+        raise InvalidInputError(f"{name} is an empty list: pass at least one prompt.")
+    return list(prompts)

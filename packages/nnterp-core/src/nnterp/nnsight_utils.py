@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from nnterp.accessors import normalize_layer
 from nnterp.errors import InvalidInputError
+from nnterp.inputs import layer_indices, prompt_list
 from nnterp.positions import absolute_positions, as_position_list
 from nnterp.tracing import free_stopped_forward, single_forward_options
 
@@ -71,22 +72,6 @@ def get_next_token_probs(model: StandardizedTransformer) -> torch.Tensor:
 def project_on_vocab(model: StandardizedTransformer, hidden_states: torch.Tensor) -> torch.Tensor:
     """Logits of a residual-stream state through ``ln_final`` and ``lm_head``: (..., vocab)."""
     return model.project_on_vocab(hidden_states)
-
-
-def _prompt_list(prompts: str | Sequence[str]) -> list[str]:
-    texts = [prompts] if isinstance(prompts, str) else list(prompts)
-    if not texts:
-        raise InvalidInputError("the prompt list is empty: pass at least one prompt.")
-    return texts
-
-
-def _layer_list(model: StandardizedTransformer, layers: int | Sequence[int] | None) -> list[int]:
-    if layers is None:
-        return list(range(model.num_layers))
-    chosen = [layers] if isinstance(layers, int) else list(layers)
-    if not chosen:
-        raise InvalidInputError("layers is empty: pass None for all layers, or at least one index.")
-    return [normalize_layer(model, layer) for layer in chosen]
 
 
 def _token_columns(attention_mask: torch.Tensor, idx: int) -> torch.Tensor:
@@ -155,8 +140,8 @@ def get_token_activations(
         >>> acts.shape
         torch.Size([2, 1, 576])
     """
-    texts = _prompt_list(prompts)
-    chosen = _layer_list(model, layers)
+    texts = prompt_list(prompts)
+    chosen = layer_indices(model.num_layers, layers)
     return _collect_batch(model, encode(model, texts), chosen, idx, stop_early=True)
 
 
@@ -190,10 +175,10 @@ def collect_token_activations_batched(
     Example:
         >>> acts = collect_token_activations_batched(model, prompts, batch_size=16, layers=[3, 9, 11])
     """
-    texts = _prompt_list(prompts)
+    texts = prompt_list(prompts)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidInputError(f"batch_size must be a positive int, got {batch_size!r}")
-    chosen = _layer_list(model, layers)
+    chosen = layer_indices(model.num_layers, layers)
     order = list(range(len(texts)))
     if sort_by_length:
         lengths = [len(ids) for ids in model.tokenizer(texts)["input_ids"]]

@@ -36,7 +36,7 @@ def resolve_paths(model: torch.nn.Module, spec: ArchitectureSpec) -> dict[str, s
     for part in ROOT_PARTS:
         candidates = spec.path(part)
         found = next((path for path in candidates if _has_submodule(model, path)), None)
-        if candidates and found is None:
+        if candidates and found is None and part not in spec.optional_parts:
             missing.append(f"{part} (tried {', '.join(candidates)})")
         resolved[part] = found
     layers = cast(torch.nn.ModuleList, model.get_submodule(resolved["layers"])) if resolved["layers"] else None

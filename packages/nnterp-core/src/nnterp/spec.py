@@ -171,6 +171,8 @@ class ArchitectureSpec:
             residual stream when their width differs (OPT ``project_in``); ``None``: none.
         unembedding_projection: Module path (from the root) between the final norm and
             ``lm_head`` (OPT ``project_out``); ``None``: none.
+        optional_parts: Standard parts that some configs of the family leave out (OPT-350m
+            has no final norm): resolved to ``None`` there instead of failing.
     """
 
     name: str
@@ -205,6 +207,7 @@ class ArchitectureSpec:
     non_additive: str | None = None
     embedding_projection: str | None = None
     unembedding_projection: str | None = None
+    optional_parts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.model_classes, str):

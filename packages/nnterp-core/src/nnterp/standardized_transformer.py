@@ -21,6 +21,7 @@ from nnterp.accessors import (
 from nnterp.errors import InvalidInputError, RenamingError, UnavailableComponentError
 from nnterp.layer_structure import resolve_layer_structure
 from nnterp.loading import load_model_and_tokenizer, prepare_tokenizer
+from nnterp.nnsight_seams import run_state
 from nnterp.renaming import apply_user_rename, rename_mapping, resolve_paths, unresolved_message
 from nnterp.spec import ArchitectureSpec, Contribution, config_value
 
@@ -143,7 +144,9 @@ class StandardizedTransformer(TransformersModel):
         self.attentions_output = ContributionAccessor(
             self, self._attention_contribution, "attention contributions"
         )
-        self.mlps_input = LayerAccessor(self, self._mlp_input_module, "input", "MLP inputs")
+        self.mlps_input = LayerAccessor(
+            self, self._mlp_input_module, "input", "MLP inputs", tokens_flattened=self._mlp_tokens_flattened
+        )
         self.mlps_output = ContributionAccessor(self, self._mlp_contribution, "MLP contributions")
         self.attention_probabilities = AttentionProbabilitiesAccessor(self)
         # Per-head views (batch, seq, heads, head_dim); see nnterp.heads.
@@ -182,6 +185,16 @@ class StandardizedTransformer(TransformersModel):
             return self.layers[layer].self_attn
         return _child(self.layers[layer], mixer.path)
 
+    def _before_inside_mixer(self, layer: int) -> None:
+        """Called before any value computed inside layer ``layer``'s mixer is read: what the
+        mixer's contribution needs from the mixer's input (an in-module residual) is read now,
+        while the forward is still there, so the contribution stays readable afterwards."""
+        if self.layer_structure.mixer_unavailable(layer) is not None:
+            return
+        self.mixers_output.prefetch(layer)
+        if self.layer_structure.attention_unavailable(layer) is None:
+            self.attentions_output.prefetch(layer)
+
     def _require_contributions(self, why: str | None) -> None:
         if why is not None:
             raise UnavailableComponentError(f"{self.spec.name}: {why}.")
@@ -211,6 +224,10 @@ class StandardizedTransformer(TransformersModel):
         if contribution is not None and contribution.input is not None:
             return _child(self.layers[layer], contribution.input)
         return self._mlp(layer)
+
+    def _mlp_tokens_flattened(self) -> bool:
+        contribution = self.layer_structure.mlp_contribution
+        return contribution is not None and contribution.tokens_flattened
 
     def _mlp_contribution(self, layer: int) -> tuple[Any, Any, Contribution]:
         self._require_contributions(self.layer_structure.mlp_unavailable())
@@ -435,10 +452,7 @@ class StandardizedTransformer(TransformersModel):
         """
         from nnterp.positions import absolute_positions, as_position_list, traced_attention_mask
 
-        layer_list = [layers] if isinstance(layers, int) else list(layers)
-        if not layer_list:
-            raise InvalidInputError("steer() got an empty list of layers")
-        layer_list = [normalize_layer(self, layer) for layer in layer_list]
+        layer_list = input_checks.layer_indices(self.num_layers, layers)
         vector = input_checks.require_steering_vector(steering_vector, self.hidden_size)
         relative = None if token_positions is None else as_position_list(token_positions, "token_positions")
         mask = None if relative is None else traced_attention_mask(self, "steer()'s token_positions")
@@ -496,11 +510,10 @@ class StandardizedTransformer(TransformersModel):
     # -- tracing ----------------------------------------------------------------------------
 
     def _batch(self, invokes: list, fn: Any) -> tuple:
+        # nnsight's batching step, overridden (a protected method): the one point where a
+        # single-invoke run's whole input is known, and where position ids can be dropped.
         batched = super()._batch(invokes, fn)
-        batcher = getattr(self.interleaver, "batcher", None)
-        if batcher is not None:
-            # Kept on nnsight's per-run batcher, so it lives exactly as long as this run.
-            batcher.__dict__[_MASK_ATTRIBUTE] = _single_invoke_mask(invokes, batched)
+        run_state(self)[_MASK_KEY] = _single_invoke_mask(invokes, batched)
         if self.spec.position_ids_from_mask or not isinstance(batched, tuple) or len(batched) != 2:
             return batched
         args, kwargs = batched
@@ -522,8 +535,7 @@ class StandardizedTransformer(TransformersModel):
             ...     hidden = model.layers_output[2].save()
             ...     mask = model.batch_attention_mask()      # (2, seq), 0 at "Hi"'s padding
         """
-        current = getattr(self.interleaver, "batcher", None)
-        return None if current is None else getattr(current, "__dict__", {}).get(_MASK_ATTRIBUTE)
+        return run_state(self).get(_MASK_KEY)
 
     def trace(self, *inputs: Any, **kwargs: Any) -> Any:
         """Open a trace (see NNsight); prompts are checked at nnterp's boundary first.
@@ -534,8 +546,6 @@ class StandardizedTransformer(TransformersModel):
         """
         if inputs:
             input_checks.check_prompts(self, inputs[0])
-        for accessor in (self.mixers_output, self.attentions_output, self.mlps_output):
-            accessor.forget_reads()
         if self.remote and "remote" not in kwargs:
             kwargs["remote"] = True
         if kwargs.get("remote"):
@@ -561,7 +571,7 @@ def _checked_output_structure(
 
 
 #: Where `StandardizedTransformer._batch` keeps a single-invoke run's attention mask.
-_MASK_ATTRIBUTE = "_nnterp_attention_mask"
+_MASK_KEY = "attention_mask"
 
 
 def _forward_input(args: Any, kwargs: Any, key: str) -> torch.Tensor | None:

@@ -20,11 +20,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
-from nnterp.accessors import first_tensor
+from nnterp.accessors import first_tensor, replace_first
 from nnterp.errors import RenamingError
 
 if TYPE_CHECKING:
@@ -128,7 +128,9 @@ def _recording(watched: dict[str, torch.nn.Module], stop_after: str | None = Non
             if name in seen and name != "ln_final":
                 return
             first_input = args[0] if args else next(iter(kwargs.values()), None)
-            seen[name] = (first_input, output)
+            # A sublayer's output is copied now: its layer may add to it in place afterwards
+            # (Falcon), and nnterp reads it as returned.
+            seen[name] = (first_input, _copied(output) if name.startswith(("mixer", "mlp")) else output)
             if name == stop_after:
                 raise _ProbeDone
 
@@ -140,6 +142,14 @@ def _recording(watched: dict[str, torch.nn.Module], stop_after: str | None = Non
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _copied(output: Any) -> Any:
+    """``output`` with its hidden-state tensor cloned (the container kept)."""
+    hidden = first_tensor(output)
+    if not isinstance(hidden, torch.Tensor):
+        return output
+    return replace_first(output, hidden.clone())
 
 
 def output_structure_of(layer_output: Any) -> OutputStructure:
@@ -192,6 +202,7 @@ def _projection_matches_logits(model: StandardizedTransformer, expected: dict[st
 
 def _read_in_order(
     module: Any,
+    module_path: str,
     module_input: Any,
     contribution: Contribution,
     available: bool,
@@ -200,16 +211,18 @@ def _read_in_order(
 ) -> tuple[Any, Any]:
     """Save a sublayer module's raw output and (when ``available``) its contribution, in the
     forward's order: a contribution read from a later module (a post-norm) comes after the raw
-    output; one read from the module itself may need the module's input, so it comes first.
+    output; one read from the module itself or a module inside it comes first (it may need
+    the module's input).
 
     Returns ``(module_input, raw output)`` for the hook comparison; the contribution is
     appended to ``contributions``."""
     import nnsight
 
-    if available and contribution.output is None:
+    inside = contribution.output is None or contribution.output.startswith(f"{module_path}.")
+    if available and inside:
         contributions.append(nnsight.save(read_contribution()))
     raw = nnsight.save(first_tensor(module.output).clone())
-    if available and contribution.output is not None:
+    if available and not inside:
         contributions.append(nnsight.save(read_contribution()))
     return module_input, raw
 
@@ -256,13 +269,13 @@ def validate(model: StandardizedTransformer) -> OutputStructure:
                         if with_probs and index == probe_layer:
                             got["probs"] = (None, nnsight.save(model.attention_probabilities[index].clone()))
                         got[f"mixer{index}"] = _read_in_order(
-                            model.mixers[index], mixer_in, mixer.contribution, structure.mixer_unavailable(index) is None,
+                            model.mixers[index], mixer.path, mixer_in, mixer.contribution, structure.mixer_unavailable(index) is None,
                             lambda index=index: model.mixers_output[index], contributions,
                         )
                     mlp_in = nnsight.save(model.mlps_input[index]) if structure.mlp_contribution is not None else None
                     if model.paths["mlp"] and structure.mlp_contribution is not None:
                         got[f"mlp{index}"] = _read_in_order(
-                            model.mlps[index], mlp_in, structure.mlp_contribution, structure.mlp_unavailable() is None,
+                            model.mlps[index], cast(str, model.paths["mlp"]), mlp_in, structure.mlp_contribution, structure.mlp_unavailable() is None,
                             lambda index=index: model.mlps_output[index], contributions,
                         )
                     elif model.paths["mlp"]:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import torch
 
-from nnterp.accessors import first_tensor
+from nnterp.accessors import first_tensor, replace_first
 from nnterp.errors import UnavailableComponentError
 
 PROMPTS = ("The capital of France is", "Hello world", "The cat sat on the mat and the dog")
@@ -57,7 +57,10 @@ def _hooked(model: Any, encoding: dict[str, torch.Tensor]) -> tuple[dict, torch.
                 key: tuple[str, int] = (name, index),
             ) -> None:
                 if key not in seen:
-                    seen[key] = (args[0] if args else next(iter(kwargs.values()), None), output)
+                    # Copied now: a layer may add to a returned tensor in place afterwards (Falcon).
+                    hidden = first_tensor(output)
+                    copied = replace_first(output, hidden.clone()) if isinstance(hidden, torch.Tensor) else output
+                    seen[key] = (args[0] if args else next(iter(kwargs.values()), None), copied)
 
             handles.append(module.register_forward_hook(hook, with_kwargs=True))
     kwargs = dict(encoding)

@@ -19,15 +19,12 @@ import nnsight
 import torch
 from nnterp.errors import InvalidInputError
 from nnterp.hookspecs import hookimpl
+from nnterp.inputs import prompt_list
 
 if TYPE_CHECKING:
     from nnterp.interventions.decomposition import LogitAttribution
     from nnterp.interventions.metrics import Metric
     from nnterp.standardized_transformer import StandardizedTransformer
-
-
-def _prompts(prompts: str | list[str]) -> list[str]:
-    return [prompts] if isinstance(prompts, str) else list(prompts)
 
 
 @torch.no_grad()
@@ -46,7 +43,7 @@ def clean_corrupted_pairs(model: StandardizedTransformer, prompts: str | list[st
     """
     from nnterp.interventions.metrics import logit_difference
 
-    texts = _prompts(prompts)
+    texts = prompt_list(prompts)
     if len(texts) < 2 or len(texts) % 2:
         raise InvalidInputError(
             f"patching takes clean prompts then as many corrupted prompts; got {len(texts)} prompts"
@@ -85,7 +82,7 @@ def run_logit_attribution(model: StandardizedTransformer, prompts: str | list[st
     """CLI form of `logit_attribution` of each prompt's top next token."""
     from nnterp.interventions.decomposition import logit_attribution
 
-    texts = _prompts(prompts)
+    texts = prompt_list(prompts)
     return logit_attribution(model, texts, _top_tokens(model, texts))
 
 
@@ -107,7 +104,7 @@ def render_attribution(
 ) -> str:
     """Per prompt, the ``top_k`` components adding most to the attributed logit."""
     lines = []
-    for row, prompt in enumerate(_prompts(prompts)):
+    for row, prompt in enumerate(prompt_list(prompts)):
         lines.append(f"{prompt!r}: logit {float(result.total[row]):.3f}")
         values = result.contributions[row]
         for index in values.abs().argsort(descending=True)[:top_k].tolist():

@@ -25,13 +25,12 @@ from typing import TYPE_CHECKING
 
 import torch
 from nnterp.cache import cache_activations
-from nnterp.inputs import index_list
+from nnterp.inputs import index_list, layer_indices, prompt_list
 from nnterp.interventions.gradients import compute_gradients
 from nnterp.interventions.metrics import Metric
 from nnterp.interventions.patching import (
     aligned_length,
     head_count,
-    prompt_list,
     site_kind,
 )
 
@@ -73,7 +72,7 @@ def attribution_patching(
     clean_list = prompt_list(clean, "clean")
     corrupted_list = prompt_list(corrupted, "corrupted")
     length = aligned_length(model, clean_list, corrupted_list)
-    layer_list = index_list(layers, model.num_layers, "layers") or list(range(model.num_layers))
+    layer_list = layer_indices(model.num_layers, layers)
     position_list = index_list(positions, length, "positions") or list(range(length))
     names = [f"{site}.{layer}" for layer in layer_list]
     clean_cache = cache_activations(model, clean_list, names, dtype=torch.float32)

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from nnterp.cache import ActivationCache, cache_activations
 from nnterp.errors import InvalidInputError, UnavailableComponentError
-from nnterp.heads import project_heads
+from nnterp.heads import attention_layout, project_heads
 from nnterp.spec import config_value
 from nnterp.standardized_transformer import postprocess_logits
 from nnterp.interventions.metrics import TokenIds
@@ -300,7 +300,9 @@ def attention_head_shares(
     mixer = model.layer_structure.mixers[layer]
     assert mixer is not None
     layer_module = model._module.get_submodule(model.paths["layers"])[layer]
-    if mixer.contribution.output is not None:
+    o_proj_path = f"{mixer.path}.{attention_layout(model).o_proj}"
+    if mixer.contribution.output not in (None, o_proj_path):
+        # A module after the attention that transforms its output: a post-attention norm.
         raw = per_head.sum(-2) + bias
         frozen = freeze_norm(layer_module.get_submodule(mixer.contribution.output), raw, model.spec.name)
         per_head = frozen.apply(per_head.movedim(-2, 0)).movedim(0, -2)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import nnsight
 import torch
 
-from nnterp.inputs import index_list
+from nnterp.inputs import layer_indices
 from nnterp.interventions.positions import absolute_positions, as_position_list, traced_attention_mask
 from nnterp.tracing import free_stopped_forward, single_forward_options
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 def layer_list(model: StandardizedTransformer, layers: int | Sequence[int] | None) -> list[int]:
     """``layers`` as non-negative indices in the caller's order (``None``: every layer)."""
-    return index_list(layers, model.num_layers, "layers") or list(range(model.num_layers))
+    return layer_indices(model.num_layers, layers)
 
 
 @torch.no_grad()

@@ -37,7 +37,7 @@ from nnterp.cache import (
 )
 from nnterp.errors import InvalidInputError
 from nnterp.heads import HEAD_SITES
-from nnterp.inputs import check_prompts, index_list
+from nnterp.inputs import check_prompts, index_list, layer_indices, prompt_list
 from nnterp.interventions.metrics import Metric, require_scalar
 from tqdm.auto import tqdm
 
@@ -48,15 +48,6 @@ if TYPE_CHECKING:
 POSITION_SITES = tuple(
     name for name in LAYER_SITES if name not in HEAD_SITES and name != "attention_probabilities"
 )
-
-
-def prompt_list(prompts: str | Sequence[str], name: str) -> list[str]:
-    """``prompts`` as a list of strings."""
-    if isinstance(prompts, str):
-        return [prompts]
-    if not isinstance(prompts, Sequence) or not all(isinstance(p, str) for p in prompts):
-        raise InvalidInputError(f"{name} must be a prompt or a list of prompts (strings)")
-    return list(prompts)
 
 
 def aligned_length(model: StandardizedTransformer, clean: list[str], corrupted: list[str]) -> int:
@@ -227,7 +218,7 @@ def activation_patching(
     clean_list = prompt_list(clean, "clean")
     corrupted_list = prompt_list(corrupted, "corrupted")
     length = aligned_length(model, clean_list, corrupted_list)
-    layer_list = index_list(layers, model.num_layers, "layers") or list(range(model.num_layers))
+    layer_list = layer_indices(model.num_layers, layers)
     position_list = index_list(positions, length, "positions")
     clean_cache = cache_activations(model, clean_list, [f"{site}.{layer}" for layer in layer_list])
     clean_values = {layer: clean_cache[f"{site}.{layer}"] for layer in layer_list}

@@ -5,13 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
+from nnterp.inputs import prompt_list
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
-
-
-def _prompt_list(prompts: str | list[str]) -> list[str]:
-    return [prompts] if isinstance(prompts, str) else list(prompts)
 
 
 def render_lens(
@@ -28,7 +25,7 @@ def render_lens(
     lines = []
     k = min(top_k, result.shape[-1])
     width = len(str(result.shape[1] - 1))
-    for prompt, rows in zip(_prompt_list(prompts), result):
+    for prompt, rows in zip(prompt_list(prompts), result):
         lines.append(repr(prompt))
         probs, ids = rows.topk(k, dim=-1)
         for layer, (layer_probs, layer_ids) in enumerate(zip(probs, ids)):
@@ -51,7 +48,7 @@ def render_generations(
     ``top_k`` is accepted for the CLI's uniform call and unused.
     """
     lines = []
-    for row, prompt in enumerate(_prompt_list(prompts)):
+    for row, prompt in enumerate(prompt_list(prompts)):
         lines.append(repr(prompt))
         for layer, ids in result.items():
             text = model.tokenizer.decode(ids[row], skip_special_tokens=True)
