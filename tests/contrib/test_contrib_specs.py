@@ -28,7 +28,7 @@ WITH_PROBABILITIES = [
     "mixtral", "qwen2_moe", "gpt_oss", "deepseek_v3", "gemma3", "gpt_neo", "gptj", "codegen",
     "bloom", "falcon", "mpt", "gpt_neox", "opt", "bart", "bert", "roberta",
 ]
-WITHOUT_ATTENTION = ["mamba", "rwkv", "jamba"]
+WITHOUT_ATTENTION = ["mamba", "rwkv", "mamba2"]
 ENCODERS = ["bert", "roberta"]
 
 
@@ -75,8 +75,9 @@ def test_families_are_shared_not_copied() -> None:
         assert not duplicates, f"{CONTRIB_SPECS[index].name} repeats {duplicates}: list the classes in one spec"
     names = [spec.name for spec in CONTRIB_SPECS]
     assert len(names) == len(set(names))
-    # Sharing is used: far fewer specs than classes.
-    assert len(CONTRIB_SPECS) * 2 < sum(len(spec.model_classes) for spec in CONTRIB_SPECS)
+    # Sharing is used: fewer specs than classes (a spec states a family's wiring, so families
+    # that add their sublayers differently need specs of their own).
+    assert len(CONTRIB_SPECS) < sum(len(spec.model_classes) for spec in CONTRIB_SPECS)
 
 
 @pytest.mark.parametrize("model_type", WITH_PROBABILITIES)

@@ -9,7 +9,7 @@ whose output multiplies the values.
 from __future__ import annotations
 
 from nnterp.architectures import GPT2
-from nnterp.spec import ArchitectureSpec
+from nnterp.spec import MODULE_OUTPUT, ArchitectureSpec, Contribution
 
 # The GPT-2 lineage starts from core's GPT-2 spec, so its shared paths (``transformer.h[i].attn``
 # / ``.mlp``, ``transformer.ln_f``, ``transformer.wte``, no rotary call) are written once. Each
@@ -46,17 +46,23 @@ GPT_NEO = GPT_LIKE.with_classes(
     o_proj="attention.out_proj",
 )
 
-#: GPT-1: GPT-2's fused ``c_attn`` and ``c_proj``, no final norm.
+#: GPT-1: GPT-2's fused ``c_attn`` and ``c_proj``, no final norm; post-norm blocks.
 OPENAI_GPT = GPT2.with_classes(
     "OpenAIGPTLMHeadModel",
     name="openai_gpt",
     ln_final=None,
     embed_tokens="transformer.tokens_embed",
     attention_probabilities=("self._attn", "self.attn_dropout"),
+    post_norm=True,
 )
 
+#: A sublayer that adds the residual (its second argument) to its own output.
+_IN_MODULE_RESIDUAL = Contribution(residual_argument=("residual", 1))
+
 #: BLOOM: ``self_attention``, ``word_embeddings``; ALiBi probabilities go through
-#: ``attention_dropout``; ``query_key_value`` holds each head's q, k, v side by side.
+#: ``attention_dropout``; ``query_key_value`` holds each head's q, k, v side by side. Both
+#: sublayers add the residual themselves; with ``apply_residual_connection_post_layernorm``
+#: that residual is the normed stream.
 BLOOM = GPT_LIKE.with_classes(
     "BloomForCausalLM",
     name="bloom",
@@ -66,19 +72,26 @@ BLOOM = GPT_LIKE.with_classes(
     qkv_proj="query_key_value",
     qkv_layout="interleaved_heads",
     o_proj="dense",
+    attention_contribution=_IN_MODULE_RESIDUAL,
+    mlp_contribution=_IN_MODULE_RESIDUAL,
+    post_norm=("apply_residual_connection_post_layernorm", True),
 )
 
 #: Falcon (rotary): the softmax output multiplies the values directly. Its fused
 #: ``query_key_value`` layout follows ``new_decoder_architecture``/``multi_query``: not declared.
+#: Parallel layers add the attention output into the MLP's output in place.
 FALCON = BLOOM.with_classes(
     "FalconForCausalLM",
     name="falcon",
     attention_probabilities=("F.softmax",),
     qkv_proj=None,
     qkv_layout="blocks",
+    attention_contribution=MODULE_OUTPUT,
+    mlp_contribution=Contribution(mutated_after_return=True),
+    post_norm=False,
 )
 
-#: MPT: ``Wqkv`` is ``[q | k | v]`` like GPT-2's ``c_attn``.
+#: MPT: ``Wqkv`` is ``[q | k | v]`` like GPT-2's ``c_attn``; ``ffn`` adds the residual itself.
 MPT = GPT_LIKE.with_classes(
     "MptForCausalLM",
     name="mpt",
@@ -88,6 +101,7 @@ MPT = GPT_LIKE.with_classes(
     attention_probabilities=("nn.functional.dropout",),
     qkv_proj="Wqkv",
     o_proj="out_proj",
+    mlp_contribution=_IN_MODULE_RESIDUAL,
 )
 
 CTRL = GPT_LIKE.with_classes(
@@ -128,7 +142,10 @@ GPT_NEOX_JAPANESE = GPT_NEOX.with_classes(
     attention_probabilities=("self._attn", "self.attention_dropout"),
 )
 
-#: fairseq-style decoder layers: ``self_attn`` then ``fc1``/``fc2`` with no MLP module.
+#: fairseq-style decoder layers: ``self_attn`` then ``fc1``/``fc2`` with no MLP module. OPT-350m
+#: normalises after the residual adds (``do_layer_norm_before=False``); embeddings narrower
+#: than the stream (``word_embed_proj_dim``, 32 in the tiny model) go through
+#: ``project_in``/``project_out``; with post-norm blocks there is no final norm.
 OPT = ArchitectureSpec(
     name="opt",
     model_classes=("OPTForCausalLM",),
@@ -136,7 +153,14 @@ OPT = ArchitectureSpec(
     mlp=None,
     ln_final="model.decoder.final_layer_norm",
     embed_tokens="model.decoder.embed_tokens",
-    tiny_config={"word_embed_proj_dim": 64},
+    tiny_config={"word_embed_proj_dim": 32},
+    o_proj="out_proj",
+    # The feed-forward runs on the flattened tokens, (batch * seq, hidden).
+    mlp_contribution=Contribution(output="fc2", input="fc1", tokens_flattened=True),
+    post_norm=("do_layer_norm_before", False),
+    optional_parts=("ln_final",),
+    embedding_projection="model.decoder.project_in",
+    unembedding_projection="model.decoder.project_out",
 )
 
 BIOGPT = OPT.with_classes(
@@ -147,6 +171,11 @@ BIOGPT = OPT.with_classes(
     lm_head="output_projection",
     embed_tokens="biogpt.embed_tokens",
     tiny_config={},
+    mlp_contribution=Contribution(output="fc2", input="fc1"),
+    post_norm=False,
+    optional_parts=(),
+    embedding_projection=None,
+    unembedding_projection=None,
 )
 
 #: XGLM keeps its probabilities as (batch * heads, q, k) inside the attention: not exposed.
@@ -160,7 +189,9 @@ XGLM = BIOGPT.with_classes(
     attention_probabilities=None,
 )
 
-#: The decoder half of BART-like seq2seq models, used alone as a causal LM.
+#: The decoder half of BART-like seq2seq models, used alone as a causal LM (no encoder states,
+#: so the layers skip their ``encoder_attn``). BART, BlenderbotSmall, Marian, PLBart, MVP and
+#: TrOCR normalise after each residual add.
 _SEQ2SEQ_TINY = {
     "decoder_layers": 2,
     "encoder_layers": 2,
@@ -177,15 +208,21 @@ BART_DECODER = OPT.with_classes(
     name="bart_decoder",
     ln_final=None,
     tiny_config=_SEQ2SEQ_TINY,
+    post_norm=True,
+    embedding_projection=None,
+    unembedding_projection=None,
 )
 
 #: MVP and TrOCR keep (batch * heads, q, k) probabilities, like XGLM: not exposed.
 MVP = BART_DECODER.with_classes("MvpForCausalLM", name="mvp", attention_probabilities=None)
 TROCR = MVP.with_classes("TrOCRForCausalLM", name="trocr", lm_head="output_projection")
 
-#: BigBird-Pegasus normalizes the decoder output with ``layernorm_embedding``.
+#: BigBird-Pegasus (pre-norm) normalizes the decoder output with ``layernorm_embedding``.
 BIGBIRD_PEGASUS_DECODER = BART_DECODER.with_classes(
-    "BigBirdPegasusForCausalLM", name="bigbird_pegasus_decoder", ln_final="model.decoder.layernorm_embedding"
+    "BigBirdPegasusForCausalLM",
+    name="bigbird_pegasus_decoder",
+    ln_final="model.decoder.layernorm_embedding",
+    post_norm=False,
 )
 
 #: Pre-norm BART-like decoders: a final ``layer_norm``.
@@ -195,6 +232,7 @@ MBART_DECODER = BART_DECODER.with_classes(
     "BlenderbotForCausalLM",
     name="mbart_decoder",
     ln_final="model.decoder.layer_norm",
+    post_norm=False,
 )
 
 WHISPER_DECODER = MBART_DECODER.with_classes("WhisperForCausalLM", name="whisper_decoder", lm_head="proj_out")
