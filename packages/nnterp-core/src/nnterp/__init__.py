@@ -38,6 +38,9 @@ _LAZY = {
     "UnavailableComponentError": "nnterp.errors",
     "PluginError": "nnterp.errors",
     "load_default_model": "nnterp.default_model",
+    "load_gemma3_270m": "nnterp.default_model",
+    "load_shipped_model": "nnterp.default_model",
+    "shipped_model_path": "nnterp.default_model",
     "cache_activations": "nnterp.cache",
 }
 
@@ -45,7 +48,7 @@ __all__ = sorted(_LAZY) + ["__version__"]
 
 if TYPE_CHECKING:
     from nnterp.cache import cache_activations
-    from nnterp.default_model import load_default_model
+    from nnterp.default_model import load_default_model, load_gemma3_270m, load_shipped_model, shipped_model_path
     from nnterp.errors import (
         InvalidInputError,
         LayerIndexError,
