@@ -35,6 +35,26 @@ def test_coverage_goals_hold():
     assert counts["attention_probabilities"] >= 100, counts
 
 
+def _identity_verdicts(models: dict) -> dict:
+    """Per standardized type: "pass", or the reason `support()` gives for no identity."""
+    verdicts = {}
+    for model_type, entry in models.items():
+        if entry["status"] != "pass":
+            continue
+        result = entry["checks"].get("residual_identity")
+        reason = entry.get("unsupported", {}).get("mixers_output")
+        verdicts[model_type] = "pass" if result == "pass" else (result, reason)
+    return verdicts
+
+
+def test_the_identity_holds_on_every_standardized_type_or_support_says_why():
+    verdicts = _identity_verdicts(SHIPPED["models"])
+    unexplained = {t: v for t, v in verdicts.items() if v != "pass" and not (v[0] == "unavailable" and v[1])}
+    assert unexplained == {}
+    # Most families add to a residual stream: the identity is a checked fact on them.
+    assert sum(v == "pass" for v in verdicts.values()) >= 120, verdicts
+
+
 @pytest.mark.slow
 def test_fresh_sweep_matches_the_shipped_status(fresh):
     # A type that ran out of time on a loaded machine has no verdict; every other one must agree.
@@ -46,3 +66,6 @@ def test_fresh_sweep_matches_the_shipped_status(fresh):
         if SHIPPED["models"].get(model_type, {}).get("status") != entry["status"]
     }
     assert differences == {}, f"(shipped, fresh, error) status differs: {differences}"
+    fresh_identity = _identity_verdicts(judged)
+    shipped_identity = {t: v for t, v in _identity_verdicts(SHIPPED["models"]).items() if t in fresh_identity}
+    assert fresh_identity == shipped_identity

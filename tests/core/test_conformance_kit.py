@@ -83,3 +83,15 @@ def test_run_tests_command_writes_status_and_totals(tmp_path, capsys):
     assert document["totals"]["attention_probabilities"] == 2
     assert set(document["versions"]) == {"transformers", "nnsight", "torch"}
     assert torch.__version__.startswith(document["versions"]["torch"].split("+")[0])
+
+
+def test_sites_command_lists_the_table_and_a_models_support(capsys):
+    from nnterp.sites import SITES
+
+    assert main(["sites"]) == 0
+    listed = capsys.readouterr().out
+    assert all(site.name in listed for site in SITES)
+    assert main(["sites", "--model-type", "bert"]) == 0
+    report = capsys.readouterr().out
+    assert "attentions_output        unavailable: post-norm" in report
+    assert "layers_output            available" in report

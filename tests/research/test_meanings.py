@@ -187,3 +187,71 @@ def test_support_reports_what_is_off_and_why():
     assert all(report[site] is None for site in ("attentions_output", "mlps_output", "queries_rotated", "heads_output"))
     gpt2, _ = build("gpt2")
     assert "rotary" in gpt2.support()["queries_rotated"]
+
+
+def test_hybrid_layers_have_their_own_kinds_and_the_identity_holds_on_each():
+    # Qwen3-Next: transformers' config lists each layer's type; the linear-attention layers are
+    # gated DeltaNets (``linear_attn``), the others softmax attention (``self_attn``).
+    model, hf_model = build("qwen3_next")
+    layer_types = hf_model.config.layer_types
+    expected = ["attention" if kind == "full_attention" else "gated_deltanet" for kind in layer_types]
+    assert list(model.layer_kinds) == expected
+    assert model.attention_layers == [i for i, kind in enumerate(expected) if kind == "attention"]
+    linear = expected.index("gated_deltanet")
+    with pytest.raises(UnavailableComponentError, match="gated_deltanet"), model.trace("Hello world"):
+        model.attentions_output[linear].save()
+    assert isinstance(model.support()["attentions_output"], dict)
+
+    inputs = encode(model.tokenizer, PROMPTS)
+    layers = hf_model.model.layers
+    seen = {}
+    handles = []
+    for index, layer in enumerate(layers):
+        mixer = layer.self_attn if hasattr(layer, "self_attn") else layer.linear_attn
+        handles.append(mixer.register_forward_hook(lambda m, a, o, i=index: seen.__setitem__(("mixer", i), first(o).clone())))
+        handles.append(layer.mlp.register_forward_hook(lambda m, a, o, i=index: seen.__setitem__(("mlp", i), first(o).clone())))
+        handles.append(layer.register_forward_hook(
+            lambda m, a, k, o, i=index: seen.__setitem__(("layer", i), (a[0] if a else k["hidden_states"], first(o))),
+            with_kwargs=True,
+        ))
+    try:
+        with torch.no_grad():
+            hf_model(**inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    saved = []
+    with torch.no_grad(), model.trace({k: inputs[k] for k in ("input_ids", "attention_mask")}):
+        for index in range(model.num_layers):
+            saved.append((nnsight.save(model.mixers_output[index]), nnsight.save(model.mlps_output[index])))
+    for index, (mixer, mlp) in enumerate(saved):
+        torch.testing.assert_close(mixer, seen[("mixer", index)], rtol=0, atol=0)
+        torch.testing.assert_close(mlp, seen[("mlp", index)], rtol=0, atol=0)
+        layer_in, layer_out = seen[("layer", index)]
+        torch.testing.assert_close(layer_in + mixer + mlp, layer_out, rtol=1e-5, atol=1e-5)
+    dla = logit_attribution(model, PROMPTS, [17, 40], 9)
+    assert dla.labels == ["embed"] + [
+        label for index, kind in enumerate(expected)
+        for label in ((f"attn.{index}" if kind == "attention" else f"mixer.{index}"), f"mlp.{index}")
+    ]
+
+
+def test_every_site_of_the_table_is_an_accessor_with_its_shape():
+    from nnterp.sites import SITES
+
+    model, _ = build("llama", enable_attention_probs=True)
+    values = {}
+    with torch.no_grad(), model.trace(PROMPTS):
+        for site in SITES:
+            accessor = getattr(model, site.name)
+            values[site.name] = nnsight.save(accessor[0] if site.per_layer else accessor)
+    config = model._module.config
+    sizes = {
+        "batch": 2, "hidden": config.hidden_size, "embedding": config.hidden_size, "vocab": config.vocab_size,
+        "heads": config.num_attention_heads, "kv_heads": config.num_key_value_heads,
+        "head_dim": config.hidden_size // config.num_attention_heads,
+    }
+    seq = values["layers_output"].shape[1]
+    sizes.update(seq=seq, query=seq, key=seq)
+    for site in SITES:
+        assert tuple(values[site.name].shape) == tuple(sizes[d] for d in site.shape), site.name

@@ -181,7 +181,8 @@ class ContributionAccessor:
         read ahead by `prefetch`), and the residual a read subtracted with the output it came
         from ("residuals"), since a later write cannot go back to the module's input. It lives
         for the running forward only (`nnterp.nnsight_seams.run_state`)."""
-        return run_state(self._model).setdefault((self.description, kind), {})
+        memory: dict[int, Any] = run_state(self._model).setdefault(f"{self.description}/{kind}", {})
+        return memory
 
     def prefetch(self, layer: int) -> None:
         """Read now what layer ``layer``'s contribution needs from its module's input (an

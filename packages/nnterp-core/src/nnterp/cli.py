@@ -1,8 +1,9 @@
 """The ``nnterp`` command line (also ``python -m nnterp``).
 
-Commands: ``plugins`` (what every plugin registers), ``run NAME`` (run a registered
-intervention on a model), ``run_tests`` (the conformance sweep and status file), plus the
-commands plugins register (e.g. ``demo`` from nnterp-interventions).
+Commands: ``plugins`` (what every plugin registers), ``sites`` (the standard activation sites,
+and with a model what it supports), ``run NAME`` (run a registered intervention on a model),
+``run_tests`` (the conformance sweep and status file), plus the commands plugins register
+(e.g. ``demo`` from nnterp-interventions).
 """
 
 from __future__ import annotations
@@ -33,6 +34,37 @@ def _plugins(args: argparse.Namespace) -> int:
             print(f"  command {command.name}: {command.help}")
         if registry.status_files and plugin.name == "contrib":
             print(f"  status files: {', '.join(registry.status_files)}")
+    return 0
+
+
+def _sites(args: argparse.Namespace) -> int:
+    from nnterp.sites import SITES
+
+    support = None
+    if args.model or args.model_type:
+        from nnterp.standardized_transformer import StandardizedTransformer
+
+        if args.model:
+            model = StandardizedTransformer(args.model, enable_attention_probs=args.attention_probs)
+        else:
+            from nnterp.testing import tiny_model, tiny_tokenizer
+
+            model = StandardizedTransformer(
+                tiny_model(args.model_type), tiny_tokenizer(), enable_attention_probs=args.attention_probs
+            )
+        support = model.support()
+        print(f"{model.spec.name}: {model.num_layers} layers, kinds {list(model.layer_kinds)}")
+    for site in SITES:
+        shape = f"({', '.join(site.shape)})"
+        line = f"{site.name:24s} {shape:34s} {site.meaning}"
+        if support is not None:
+            status = support[site.name]
+            if isinstance(status, dict):
+                missing = {layer: why for layer, why in status.items() if why is not None}
+                line = f"{site.name:24s} layers {sorted(set(status) - set(missing))}; not {sorted(missing)}: {next(iter(missing.values()))}"
+            else:
+                line = f"{site.name:24s} {'available' if status is None else 'unavailable: ' + status}"
+        print(line)
     return 0
 
 
@@ -70,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = commands.add_parser("plugins", help="list plugins and what each registers")
     plugins.add_argument("-v", "--verbose", action="store_true", help="list every model class")
     plugins.set_defaults(handler=_plugins)
+
+    sites = commands.add_parser("sites", help="the standard activation sites, or what a model supports")
+    sites.add_argument("--model", default=None, help="hub id or local directory: show its support")
+    sites.add_argument("--model-type", default=None, help="a transformers model type, built tiny: show its support")
+    sites.add_argument("--attention-probs", action="store_true", help="load with attention probabilities")
+    sites.set_defaults(handler=_sites)
 
     run = commands.add_parser("run", help="run a registered intervention on a model")
     run.add_argument("name", help="intervention name (see `nnterp plugins`)")

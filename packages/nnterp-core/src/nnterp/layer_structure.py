@@ -23,8 +23,8 @@ from nnterp.spec import MODULE_OUTPUT, ArchitectureSpec, Contribution, Mixer
 #: Why no sublayer output is an additive contribution in a post-norm block.
 POST_NORM_REASON = (
     "post-norm blocks: the block normalises after adding each sublayer to the residual, so no "
-    "sublayer output is an additive contribution (the raw module outputs are model.attentions[i].output "
-    "and model.mlps[i].output; layers_output - layers_input is each block's whole update)"
+    "sublayer output is an additive contribution (the raw sublayer outputs stay readable through "
+    "their modules; layers_output - layers_input is each block's whole update)"
 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import TYPE_CHECKING, Any, Sequence, cast
 
 import torch
@@ -123,7 +124,10 @@ class StandardizedTransformer(TransformersModel):
         paths = resolve_paths(hf_model, resolved_spec)
         aliases = {**rename_mapping(paths), **(rename or {})}
 
-        super().__init__(hf_model, tokenizer=tokenizer, rename=aliases)
+        with warnings.catch_warnings():
+            # nnterp reaches such submodules (BERT's ``output``) under nnsight's prefixed name.
+            warnings.filterwarnings("ignore", message=r"Module .* has a submodule named", category=UserWarning)
+            super().__init__(hf_model, tokenizer=tokenizer, rename=aliases)
         self.spec = resolved_spec
         self.paths = paths
         self.remote = remote

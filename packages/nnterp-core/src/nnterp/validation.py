@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -200,6 +200,11 @@ def _projection_matches_logits(model: StandardizedTransformer, expected: dict[st
     return bool(torch.allclose(projected, logits, rtol=tolerance, atol=tolerance * scale))
 
 
+def _reader(accessor: Any, index: int) -> Callable[[], Any]:
+    """A deferred read of ``accessor[index]``."""
+    return lambda: accessor[index]
+
+
 def _read_in_order(
     module: Any,
     module_path: str,
@@ -262,7 +267,7 @@ def validate(model: StandardizedTransformer) -> OutputStructure:
                     got["embed"] = (None, nnsight.save(model.token_embeddings))
                 for index in _checked_layers(model):
                     layer_in = nnsight.save(model.layers_input[index])
-                    contributions = []
+                    contributions: list[Any] = []
                     mixer = structure.mixers[index]
                     if mixer is not None:
                         mixer_in = nnsight.save(model.mixers_input[index])
@@ -270,13 +275,13 @@ def validate(model: StandardizedTransformer) -> OutputStructure:
                             got["probs"] = (None, nnsight.save(model.attention_probabilities[index].clone()))
                         got[f"mixer{index}"] = _read_in_order(
                             model.mixers[index], mixer.path, mixer_in, mixer.contribution, structure.mixer_unavailable(index) is None,
-                            lambda index=index: model.mixers_output[index], contributions,
+                            _reader(model.mixers_output, index), contributions,
                         )
                     mlp_in = nnsight.save(model.mlps_input[index]) if structure.mlp_contribution is not None else None
                     if model.paths["mlp"] and structure.mlp_contribution is not None:
                         got[f"mlp{index}"] = _read_in_order(
-                            model.mlps[index], cast(str, model.paths["mlp"]), mlp_in, structure.mlp_contribution, structure.mlp_unavailable() is None,
-                            lambda index=index: model.mlps_output[index], contributions,
+                            model.mlps[index], model.paths["mlp"], mlp_in, structure.mlp_contribution, structure.mlp_unavailable() is None,
+                            _reader(model.mlps_output, index), contributions,
                         )
                     elif model.paths["mlp"]:
                         got[f"mlp{index}"] = (mlp_in, nnsight.save(first_tensor(model.mlps[index].output).clone()))

@@ -243,7 +243,7 @@ def _decompose(
             continue
         mixer = cache[f"mixers_output.{layer}"]
         parts = [mixer] + ([cache[f"mlps_output.{layer}"]] if has_mlp else [])
-        if not _close(sum(parts), update):
+        if not _close(torch.stack(parts).sum(0), update):
             raise UnavailableComponentError(
                 f"{model.spec.name}: layer {layer}'s mixer and MLP contributions do not add up to its "
                 "update on these prompts, so they are not components of the stream. Use split='layer' "

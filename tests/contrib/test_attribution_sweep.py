@@ -1,0 +1,68 @@
+"""Direct logit attribution gives the model's own logit on every type where the identity holds.
+
+For each model type whose shipped status says the residual identity passed, a tiny model is
+built, ``logit_attribution`` attributes a logit difference on a left-padded batch, and its
+``total`` is compared with the plain HF model's logits (run without nnterp). The only accepted
+refusal is a non-linear unembedding (a dense/activation/norm head before the vocabulary
+projection), which DLA cannot split and says so.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from nnterp import StandardizedTransformer
+from nnterp.contrib.plugin import STATUS_FILE
+from nnterp.errors import UnavailableComponentError
+from nnterp.interventions.decomposition import logit_attribution
+from nnterp.status import read_status
+from nnterp.testing import tiny_model, tiny_tokenizer
+
+PROMPTS = ["The cat sat on the mat", "Hello world"]
+TARGET, BASELINE = [17, 40], 9
+
+IDENTITY_TYPES = sorted(
+    model_type
+    for model_type, entry in read_status(STATUS_FILE)["models"].items()
+    if entry["status"] == "pass" and entry["checks"].get("residual_identity") == "pass"
+)
+
+
+def _plain_logits(model: StandardizedTransformer, hf_model: torch.nn.Module) -> torch.Tensor:
+    batch = model.tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    if model.spec.position_ids_from_mask:
+        inputs["position_ids"] = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        return hf_model(**inputs).logits[:, -1].float()
+
+
+@pytest.mark.slow
+def test_logit_attribution_total_is_the_logit_on_every_identity_type():
+    assert len(IDENTITY_TYPES) >= 120
+    wrong, refused, exact = {}, {}, []
+    for model_type in IDENTITY_TYPES:
+        hf_model = tiny_model(model_type)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = StandardizedTransformer(hf_model, tiny_tokenizer())
+        try:
+            dla = logit_attribution(model, PROMPTS, TARGET, BASELINE)
+        except UnavailableComponentError as error:
+            refused[model_type] = str(error)
+            continue
+        logits = _plain_logits(model, hf_model)
+        rows = torch.arange(2)
+        expected = logits[rows, TARGET] - logits[rows, BASELINE]
+        scale = max(float(expected.abs().max()), 1e-3)
+        gap = float((dla.total - expected).abs().max())
+        if gap > 1e-4 * scale + 1e-6:
+            wrong[model_type] = (dla.total.tolist(), expected.tolist())
+        else:
+            exact.append(model_type)
+    assert wrong == {}
+    unexplained = {t: why for t, why in refused.items() if "not a linear map" not in why}
+    assert unexplained == {}
+    assert len(exact) >= 110, (len(exact), sorted(refused))
