@@ -34,7 +34,7 @@ def test_hooks_equality_check_catches_an_accessor_reading_the_wrong_value():
             return real[index] + 1e-3
 
     model.layers_output = Skewed()
-    with pytest.raises(AssertionError, match="layer of layer 0"):
+    with pytest.raises(AssertionError, match="layer0 output differs"):
         check_hooks_equality(model)
 
 

@@ -13,10 +13,16 @@ the logits (a second trace).
 
 Any failure raises `RenamingError` naming the architecture, the check and the fix. A passed
 validation is remembered by `nnterp.validation_cache`.
+
+This is also the conformance suite's engine: `observe` reads a forward through nnterp while
+plain hooks record it (here, in the same forward; `nnterp.testing.conformance`, in a plain HF
+forward of its own over every layer of a padded batch), and `module_read_failures`,
+`identity_failures` and `probability_failures` judge it the same way for both.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -72,14 +78,14 @@ class _ProbeDone(Exception):
     """Raised by a hook to end a probe forward once what it needs is recorded."""
 
 
-def _watched_modules(model: StandardizedTransformer) -> dict[str, torch.nn.Module]:
+def _watched_modules(model: StandardizedTransformer, layers: list[int]) -> dict[str, torch.nn.Module]:
     hf = model._module
-    layers = hf.get_submodule(model.paths["layers"])
+    blocks = hf.get_submodule(model.paths["layers"])
     watched: dict[str, torch.nn.Module] = {}
     if model.paths["embed_tokens"]:
         watched["embed"] = hf.get_submodule(model.paths["embed_tokens"])
-    for index in _checked_layers(model):
-        layer = layers[index]
+    for index in layers:
+        layer = blocks[index]
         watched[f"layer{index}"] = layer
         mixer = model.layer_structure.mixers[index]
         if mixer is not None:
@@ -241,117 +247,208 @@ def _fail(model: StandardizedTransformer, check: str) -> RenamingError:
     )
 
 
+@dataclass
+class Observation:
+    """One forward seen twice: through nnterp's accessors, and by plain PyTorch hooks on the
+    HF modules the spec names. What both validation and the conformance suite check.
+
+    Attributes:
+        read: ``{"embed" | "layer{i}" | "mixer{i}" | "mlp{i}": (input or None, output)}`` read
+            through nnterp (sublayers: their raw module outputs).
+        hooked: the same keys (and ``"ln_final"``, ``"lm_head"``) from plain hooks:
+            ``(first input, output)``.
+        contributions: per checked layer, the contributions read (mixer, then MLP) when the
+            block adds them to a residual stream.
+        logits: what the traced forward returned; ``plain_logits``: what the plain forward
+            returned when it ran separately (else ``None``).
+        probabilities: the attention probabilities of ``probability_layer``, when read.
+    """
+
+    read: dict[str, tuple[Any, Any]]
+    hooked: dict[str, tuple[Any, Any]]
+    contributions: dict[int, list[Any]]
+    logits: torch.Tensor
+    plain_logits: torch.Tensor | None = None
+    probabilities: torch.Tensor | None = None
+    probability_layer: int | None = None
+
+
+def observe(
+    model: StandardizedTransformer,
+    inputs: dict[str, torch.Tensor],
+    layers: list[int],
+    *,
+    separate_forward: bool = False,
+    probability_layer: int | None = None,
+) -> Observation:
+    """Run ``inputs`` through ``model`` reading the standard sites of ``layers``, with plain
+    hooks on the HF modules recording the same forward (validation: one forward), or a plain
+    HF forward of its own (``separate_forward``: the conformance suite's independent run, with
+    position ids from the attention mask where the spec says so).
+
+    Example:
+        >>> seen = observe(model, probe_inputs(model, 1), [0, model.num_layers - 1])
+        >>> module_read_failures(model, seen)
+        []
+    """
+    import nnsight  # lazily: importing this module must not load nnsight
+
+    structure = model.layer_structure
+    read: dict[str, tuple[Any, Any]] = {}
+    contributions: dict[int, list[Any]] = {}
+    watched = _watched_modules(model, layers)
+    plain_logits = None
+    plain_hooks: dict[str, Any] = {}
+    if separate_forward:
+        forward_inputs = dict(inputs)
+        mask = inputs.get("attention_mask")
+        if mask is not None and not bool(mask.all()) and model.spec.position_ids_from_mask:
+            forward_inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+        with _recording(watched) as plain_hooks, torch.no_grad():
+            plain_logits = model._module(**forward_inputs).logits
+    probabilities = None
+    recorder = contextlib.nullcontext(plain_hooks) if separate_forward else _recording(watched)
+    with recorder as hooked:  # noqa: SIM117 - NNsight reads the trace's own block
+        with torch.no_grad(), model.trace(dict(inputs)):
+            if model.paths["embed_tokens"]:
+                read["embed"] = (None, nnsight.save(model.token_embeddings))
+            for index in layers:
+                layer_in = nnsight.save(model.layers_input[index])
+                parts: list[Any] = []
+                mixer = structure.mixers[index]
+                if mixer is not None:
+                    mixer_in = nnsight.save(model.mixers_input[index])
+                    if index == probability_layer:
+                        probabilities = nnsight.save(model.attention_probabilities[index].clone())
+                    read[f"mixer{index}"] = _read_in_order(
+                        model.mixers[index], mixer.path, mixer_in, mixer.contribution,
+                        structure.mixer_unavailable(index) is None, _reader(model.mixers_output, index), parts,
+                    )
+                mlp_in = nnsight.save(model.mlps_input[index]) if structure.mlp_contribution is not None else None
+                if model.paths["mlp"] and structure.mlp_contribution is not None:
+                    read[f"mlp{index}"] = _read_in_order(
+                        model.mlps[index], model.paths["mlp"], mlp_in, structure.mlp_contribution,
+                        structure.mlp_unavailable() is None, _reader(model.mlps_output, index), parts,
+                    )
+                elif model.paths["mlp"]:
+                    read[f"mlp{index}"] = (mlp_in, nnsight.save(first_tensor(model.mlps[index].output).clone()))
+                elif structure.mlp_unavailable() is None:
+                    parts.append(nnsight.save(model.mlps_output[index]))
+                read[f"layer{index}"] = (layer_in, nnsight.save(model.layers_output[index]))
+                if structure.non_additive is None:
+                    contributions[index] = parts
+            logits = nnsight.save(model.logits)
+    return Observation(read, hooked, contributions, logits, plain_logits, probabilities, probability_layer)
+
+
+def module_read_failures(model: StandardizedTransformer, seen: Observation) -> list[str]:
+    """What nnterp read that differs from the plain hooks, or has the wrong shape."""
+    failures = []
+    for name in [*seen.read, "lm_head", *(["ln_final"] if model.paths["ln_final"] else [])]:
+        if name not in seen.hooked:
+            failures.append(f"the HF module named by the spec for {name!r} never ran in a forward")
+    if failures:
+        return failures
+    batch, seq = seen.logits.shape[:2]
+    for name, (value_in, value_out) in seen.read.items():
+        expected_in, expected_out = seen.hooked[name]
+        expected_out = first_tensor(expected_out)
+        if name.startswith("layer") and tuple(value_out.shape) != (batch, seq, model.hidden_size):
+            failures.append(
+                f"{name} output has shape {tuple(value_out.shape)}, expected {(batch, seq, model.hidden_size)}"
+            )
+        elif not torch.equal(value_out, expected_out):
+            failures.append(f"{name} output differs from a plain forward hook on the HF module")
+        elif value_in is not None and isinstance(expected_in, torch.Tensor) and not torch.equal(value_in, expected_in):
+            failures.append(f"{name} input differs from a plain forward hook on the HF module")
+    return failures
+
+
+def identity_failures(model: StandardizedTransformer, seen: Observation) -> list[str]:
+    """The layers where the plain hooks' ``input + contributions`` misses their ``output``
+    by more than rounding (the meaning check)."""
+    failures = []
+    for index, parts in seen.contributions.items():
+        layer_in, layer_out = seen.hooked[f"layer{index}"]
+        layer_out = first_tensor(layer_out)
+        gap = identity_gap(layer_in, parts, layer_out)
+        if gap > identity_tolerance(layer_out.dtype):
+            kind = model.layer_structure.kinds[index]
+            failures.append(
+                f"the residual identity layers_input + mixers_output + mlps_output == layers_output "
+                f"does not hold at layer {index} ({kind}; relative gap {gap:.3g}): the spec's contribution "
+                "sites are wrong. Say where each sublayer's contribution is read "
+                "(attention_contribution / mlp_contribution / mixers), or post_norm=True for blocks "
+                "that normalise after the residual add"
+            )
+    return failures
+
+
+def probability_failures(model: StandardizedTransformer, probabilities: torch.Tensor, seq: int) -> list[str]:
+    """What is wrong with attention probabilities read for a ``seq``-token input: shape, head
+    count, rows that are not distributions (at most 1 with learned sinks)."""
+    batch = probabilities.shape[0]
+    heads = model.num_heads
+    if probabilities.dim() != 4 or probabilities.shape[2] != seq or probabilities.shape[-1] < seq:
+        return [f"attention probabilities have shape {tuple(probabilities.shape)}, expected (batch, heads, {seq}, {seq})"]
+    if heads is not None and probabilities.shape[1] != heads:
+        return [f"attention probabilities have {probabilities.shape[1]} heads, the config says {heads}"]
+    sums = probabilities.float().sum(dim=-1)
+    if model.spec.attention_sinks:
+        if not bool(((sums > 0) & (sums <= 1 + 1e-3)).all()):
+            return ["attention probabilities (with sinks) do not sum to at most 1 over keys"]
+    elif not torch.allclose(sums, torch.ones_like(sums), atol=1e-3):
+        return [f"attention probabilities do not sum to 1 over keys (batch {batch})"]
+    return []
+
+
+def edited_probabilities_logits(model: StandardizedTransformer, inputs: dict[str, torch.Tensor], layer: int) -> torch.Tensor:
+    """The logits after removing every query's attention to the first token at ``layer`` (rows
+    renormalised): editing probabilities must change what the model computes."""
+    import nnsight
+
+    with torch.no_grad(), model.trace(dict(inputs)):
+        edited = model.attention_probabilities[layer].clone()
+        edited[:, :, 1:, 0] = 0
+        edited = edited / edited.sum(dim=-1, keepdim=True)
+        model.attention_probabilities[layer] = edited
+        logits = nnsight.save(model.logits)
+    return logits
+
+
 def validate(model: StandardizedTransformer) -> OutputStructure:
-    """Check the standard tree and accessors of ``model`` in one traced probe forward.
+    """Check the standard tree, the accessors and their meanings in one traced probe forward.
 
     Returns:
         The layers' `OutputStructure`, read from the same forward.
 
     Raises:
-        RenamingError: a part is missing, an accessor has the wrong shape or differs from the
-            hooked HF module, or attention probabilities are not distributions / edits do nothing.
+        RenamingError: a part is missing, a module read has the wrong shape or differs from
+            the hooked HF module, the residual identity fails, the unembedding chain does not
+            give the logits, or attention probabilities are not distributions / edits do nothing.
     """
-    import nnsight  # lazily: importing this module must not load nnsight
-
-    with_probs = model.attention_probabilities_enabled
     inputs = probe_inputs(model, 1)
-    batch, seq = inputs["input_ids"].shape
-    structure = model.layer_structure
+    with_probs = model.attention_probabilities_enabled
     probe_layer = model.attention_layers[0] if model.attention_layers else 0
-    got: dict[str, Any] = {}
-    identity: dict[int, tuple[Any, list[Any], Any]] = {}
     try:
-        with _recording(_watched_modules(model)) as expected:  # noqa: SIM117 - NNsight reads the trace's own block
-            with torch.no_grad(), model.trace(dict(inputs)):
-                if model.paths["embed_tokens"]:
-                    got["embed"] = (None, nnsight.save(model.token_embeddings))
-                for index in _checked_layers(model):
-                    layer_in = nnsight.save(model.layers_input[index])
-                    contributions: list[Any] = []
-                    mixer = structure.mixers[index]
-                    if mixer is not None:
-                        mixer_in = nnsight.save(model.mixers_input[index])
-                        if with_probs and index == probe_layer:
-                            got["probs"] = (None, nnsight.save(model.attention_probabilities[index].clone()))
-                        got[f"mixer{index}"] = _read_in_order(
-                            model.mixers[index], mixer.path, mixer_in, mixer.contribution, structure.mixer_unavailable(index) is None,
-                            _reader(model.mixers_output, index), contributions,
-                        )
-                    mlp_in = nnsight.save(model.mlps_input[index]) if structure.mlp_contribution is not None else None
-                    if model.paths["mlp"] and structure.mlp_contribution is not None:
-                        got[f"mlp{index}"] = _read_in_order(
-                            model.mlps[index], model.paths["mlp"], mlp_in, structure.mlp_contribution, structure.mlp_unavailable() is None,
-                            _reader(model.mlps_output, index), contributions,
-                        )
-                    elif model.paths["mlp"]:
-                        got[f"mlp{index}"] = (mlp_in, nnsight.save(first_tensor(model.mlps[index].output).clone()))
-                    elif structure.mlp_unavailable() is None:
-                        contributions.append(nnsight.save(model.mlps_output[index]))
-                    layer_out = nnsight.save(model.layers_output[index])
-                    got[f"layer{index}"] = (layer_in, layer_out)
-                    if structure.non_additive is None:
-                        identity[index] = (layer_in, contributions, layer_out)
-                got["logits"] = nnsight.save(model.logits)
-        if with_probs:
-            # Edited in a forward of its own: an edit in one row can change another row's
-            # numerics (mixture-of-experts layers route the whole batch's tokens together).
-            with torch.no_grad(), model.trace(dict(inputs)):
-                edited = model.attention_probabilities[probe_layer].clone()
-                edited[:, :, 1:, 0] = 0
-                edited = edited / edited.sum(dim=-1, keepdim=True)
-                model.attention_probabilities[probe_layer] = edited
-                edited_logits = nnsight.save(model.logits)
+        seen = observe(model, inputs, _checked_layers(model), probability_layer=probe_layer if with_probs else None)
+        # Edited in a forward of its own: an edit in one row can change another row's
+        # numerics (mixture-of-experts layers route the whole batch's tokens together).
+        edited_logits = edited_probabilities_logits(model, inputs, probe_layer) if with_probs else None
     except RenamingError:
         raise
     except Exception as error:
         raise _fail(model, f"reading the standard accessors raised {error!r}") from error
-
-    for name in [*got, "lm_head", *(["ln_final"] if model.paths["ln_final"] else [])]:
-        if name not in ("logits", "probs") and name not in expected:
-            raise _fail(model, f"the HF module named by the spec for {name!r} never ran in a forward")
-    hidden = model.hidden_size
-    for name, pair in got.items():
-        if name in ("logits", "probs"):
-            continue
-        value_in, value_out = pair
-        expected_in, expected_out = expected[name]
-        expected_out = first_tensor(expected_out)
-        if name.startswith("layer") and tuple(value_out.shape) != (batch, seq, hidden):
-            raise _fail(model, f"{name} output has shape {tuple(value_out.shape)}, expected {(batch, seq, hidden)}")
-        if not torch.equal(value_out, expected_out):
-            raise _fail(model, f"{name} output differs from a plain forward hook on the HF module")
-        if value_in is not None and isinstance(expected_in, torch.Tensor) and not torch.equal(value_in, expected_in):
-            raise _fail(model, f"{name} input differs from a plain forward hook on the HF module")
-    for index, (layer_in, contributions, layer_out) in identity.items():
-        gap = identity_gap(layer_in, contributions, layer_out)
-        if gap > identity_tolerance(layer_out.dtype):
-            raise _fail(
-                model,
-                f"the residual identity layers_input + mixers_output + mlps_output == layers_output "
-                f"does not hold at layer {index} (relative gap {gap:.3g}): the spec's contribution "
-                "sites are wrong. Say where each sublayer's contribution is read "
-                "(attention_contribution / mlp_contribution / mixers), or post_norm=True for blocks "
-                "that normalise after the residual add",
-            )
-    if not _projection_matches_logits(model, expected, got["logits"]):
-        raise _fail(
-            model,
+    failures = module_read_failures(model, seen) or identity_failures(model, seen)
+    if not failures and not _projection_matches_logits(model, seen.hooked, seen.logits):
+        failures = [
             "ln_final -> lm_head -> logits_postprocess of the last residual state does not give the "
-            "model's logits (the spec's ln_final or lm_head path, or its logits_postprocess, is wrong)",
-        )
-    if with_probs:
-        probs = got["probs"][1]
-        heads = model.num_heads
-        if probs.dim() != 4 or tuple(probs.shape[::2]) != (batch, seq) or probs.shape[-1] < seq:
-            raise _fail(model, f"attention probabilities have shape {tuple(probs.shape)}, expected (batch, heads, {seq}, {seq})")
-        if heads is not None and probs.shape[1] != heads:
-            raise _fail(model, f"attention probabilities have {probs.shape[1]} heads, the config says {heads}")
-        sums = probs.float().sum(dim=-1)
-        if model.spec.attention_sinks:
-            if not bool(((sums > 0) & (sums <= 1 + 1e-3)).all()):
-                raise _fail(model, "attention probabilities (with sinks) do not sum to at most 1 over keys")
-        elif not torch.allclose(sums, torch.ones_like(sums), atol=1e-3):
-            raise _fail(model, "attention probabilities do not sum to 1 over keys")
-        if torch.equal(edited_logits, got["logits"]):
-            raise _fail(model, "editing the attention probabilities did not change the logits")
-    return output_structure_of(expected["layer0"][1])
+            "model's logits (the spec's ln_final or lm_head path, or its logits_postprocess, is wrong)"
+        ]
+    if not failures and seen.probabilities is not None:
+        failures = probability_failures(model, seen.probabilities, inputs["input_ids"].shape[1])
+        if not failures and edited_logits is not None and torch.equal(edited_logits, seen.logits):
+            failures = ["editing the attention probabilities did not change the logits"]
+    if failures:
+        raise _fail(model, failures[0])
+    return output_structure_of(seen.hooked["layer0"][1])

@@ -19,7 +19,6 @@ from typing import Any, Callable
 
 import torch
 
-from nnterp.accessors import first_tensor, replace_first
 from nnterp.errors import UnavailableComponentError
 
 PROMPTS = ("The capital of France is", "Hello world", "The cat sat on the mat and the dog")
@@ -33,47 +32,6 @@ PASS, FAIL, UNAVAILABLE = "pass", "fail", "unavailable"
 def _encoding(model: Any, prompts: tuple[str, ...] = PROMPTS) -> dict[str, torch.Tensor]:
     encoding = model.tokenizer(list(prompts), return_tensors="pt", padding=True)
     return {"input_ids": encoding["input_ids"], "attention_mask": encoding["attention_mask"]}
-
-
-def _hooked(model: Any, encoding: dict[str, torch.Tensor]) -> tuple[dict, torch.Tensor]:
-    """Plain HF forward (position ids from the mask where the spec says so) with hooks on every part."""
-    hf = model._module
-    layers = hf.get_submodule(model.paths["layers"])
-    seen: dict[tuple[str, int], Any] = {}
-    handles = []
-    for index, layer in enumerate(layers):
-        parts = {"layer": layer}
-        mixer = model.layer_structure.mixers[index]
-        if mixer is not None:
-            parts["mixer"] = layer.get_submodule(mixer.path)
-        if model.paths["mlp"]:
-            parts["mlp"] = layer.get_submodule(model.paths["mlp"])
-        for name, module in parts.items():
-            def hook(
-                _module: torch.nn.Module,
-                args: tuple[Any, ...],
-                kwargs: dict[str, Any],
-                output: Any,
-                key: tuple[str, int] = (name, index),
-            ) -> None:
-                if key not in seen:
-                    # Copied now: a layer may add to a returned tensor in place afterwards (Falcon).
-                    hidden = first_tensor(output)
-                    copied = replace_first(output, hidden.clone()) if isinstance(hidden, torch.Tensor) else output
-                    seen[key] = (args[0] if args else next(iter(kwargs.values()), None), copied)
-
-            handles.append(module.register_forward_hook(hook, with_kwargs=True))
-    kwargs = dict(encoding)
-    mask = encoding["attention_mask"]
-    if not bool(mask.all()) and model.spec.position_ids_from_mask:
-        kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
-    try:
-        with torch.no_grad():
-            logits = hf(**kwargs).logits
-    finally:
-        for handle in handles:
-            handle.remove()
-    return seen, logits
 
 
 def check_accessor_shapes(model: Any) -> None:
@@ -92,69 +50,45 @@ def check_accessor_shapes(model: Any) -> None:
     assert tuple(logits.shape) == (batch, seq, model.vocab_size), f"logits: {tuple(logits.shape)}"
 
 
-def check_hooks_equality(model: Any) -> None:
-    """Each standard module's output equals a plain forward hook on the HF module; logits
-    equal the HF model's, exactly."""
-    import nnsight
+def _observed(model: Any) -> Any:
+    """Every layer of a padded batch, read through nnterp and by hooks on a plain HF forward
+    of its own (the engine load-time validation uses on its probe, `nnterp.validation.observe`)."""
+    from nnterp.validation import observe
 
-    encoding = _encoding(model)
-    seen, expected_logits = _hooked(model, encoding)
-    got: dict[tuple[str, int], Any] = {}
-    with torch.no_grad(), model.trace(encoding):
-        for index in range(model.num_layers):
-            got[("layer_in", index)] = nnsight.save(model.layers_input[index])
-            if model.layer_structure.mixers[index] is not None:
-                got[("mixer", index)] = nnsight.save(first_tensor(model.mixers[index].output).clone())
-            if model.paths["mlp"]:
-                got[("mlp", index)] = nnsight.save(first_tensor(model.mlps[index].output).clone())
-            got[("layer", index)] = nnsight.save(model.layers_output[index])
-        logits = nnsight.save(model.logits)
-    for (name, index), value in got.items():
-        if name == "layer_in":
-            expected = seen[("layer", index)][0]
-        else:
-            expected = first_tensor(seen[(name, index)][1])
-        assert torch.equal(value, expected), f"{name} of layer {index} differs from the HF module's hook"
-    assert logits.dtype == expected_logits.dtype, "logits dtype differs"
-    assert torch.equal(logits, expected_logits), "logits differ from the plain HF model's"
+    return observe(model, _encoding(model), list(range(model.num_layers)), separate_forward=True)
+
+
+def check_hooks_equality(model: Any) -> None:
+    """Each standard module's input and output equal plain forward hooks on the HF module, on
+    every layer; logits equal the HF model's, exactly."""
+    from nnterp.validation import module_read_failures
+
+    seen = _observed(model)
+    failures = module_read_failures(model, seen)
+    assert not failures, "; ".join(failures)
+    assert seen.logits.dtype == seen.plain_logits.dtype, "logits dtype differs"
+    assert torch.equal(seen.logits, seen.plain_logits), "logits differ from the plain HF model's"
 
 
 def check_residual_identity(model: Any) -> None:
     """On every layer, nnterp's contributions add up to the plain HF layer's update:
     ``input + mixers_output + mlps_output == output`` of a plain forward hook on the layer,
     to rounding, on a left-padded batch (post-norm blocks: unavailable, with the reason)."""
-    import nnsight
-
-    from nnterp.validation import identity_gap, identity_tolerance
+    from nnterp.validation import identity_failures
 
     structure = model.layer_structure
     if structure.non_additive is not None:
         raise UnavailableComponentError(structure.non_additive)
-    encoding = _encoding(model)
-    seen, _ = _hooked(model, encoding)
-    contributions: dict[int, list[Any]] = {}
-    with torch.no_grad(), model.trace(encoding):
-        for index in range(model.num_layers):
-            parts = []
-            if structure.mixer_unavailable(index) is None:
-                parts.append(nnsight.save(model.mixers_output[index]))
-            if structure.mlp_unavailable() is None:
-                parts.append(nnsight.save(model.mlps_output[index]))
-            contributions[index] = parts
-    for index, parts in contributions.items():
-        layer_in, layer_out = seen[("layer", index)]
-        layer_out = first_tensor(layer_out)
-        gap = identity_gap(layer_in, parts, layer_out)
-        tolerance = identity_tolerance(layer_out.dtype)
-        assert gap <= tolerance, (
-            f"layer {index} ({structure.kinds[index]}): input + contributions differs from the HF "
-            f"layer's output by {gap:.3g} (relative; rounding allows {tolerance:.3g})"
-        )
+    failures = identity_failures(model, _observed(model))
+    assert not failures, "; ".join(failures)
 
 
 def check_attention_probabilities(model: Any) -> None:
-    """Probabilities sum to 1 over keys, and zeroing attention to token 0 changes the logits."""
+    """Probabilities of the last attention layer are distributions over the keys, and zeroing
+    attention to token 0 changes the logits."""
     import nnsight
+
+    from nnterp.validation import edited_probabilities_logits, probability_failures
 
     if not model.attention_probabilities_enabled:
         raise UnavailableComponentError("attention probabilities are not enabled for this model")
@@ -163,17 +97,9 @@ def check_attention_probabilities(model: Any) -> None:
     with torch.no_grad(), model.trace(encoding):
         probs = nnsight.save(model.attention_probabilities[layer])
         clean = nnsight.save(model.logits)
-    sums = probs.float().sum(dim=-1)
-    if model.spec.attention_sinks:
-        assert bool(((sums > 0) & (sums <= 1 + 1e-4)).all()), "rows (with sinks) do not sum to at most 1"
-    else:
-        assert torch.allclose(sums, torch.ones_like(sums), atol=1e-4), "rows do not sum to 1"
-    with torch.no_grad(), model.trace(encoding):
-        edited = model.attention_probabilities[layer].clone()
-        edited[:, :, 1:, 0] = 0
-        edited = edited / edited.sum(dim=-1, keepdim=True)
-        model.attention_probabilities[layer] = edited
-        after = nnsight.save(model.logits)
+    failures = probability_failures(model, probs, encoding["input_ids"].shape[1])
+    assert not failures, "; ".join(failures)
+    after = edited_probabilities_logits(model, encoding, layer)
     assert not torch.allclose(clean[:, 1:], after[:, 1:]), "editing attention did not change the logits"
 
 
