@@ -79,7 +79,8 @@ def _failed_checks(entry: dict[str, Any]) -> str:
 def _identity(entry: dict[str, Any]) -> str:
     """The residual-identity cell: the check's result, with the reason when unavailable."""
     result = entry.get("checks", {}).get("residual_identity", "—")
-    reason = entry.get("unsupported", {}).get("mixers_output")
+    unsupported = entry.get("unsupported", {})
+    reason = unsupported.get("mixers_output") or unsupported.get("mlps_output")
     if result == "unavailable" and isinstance(reason, str):
         short = reason.split(":")[0]
         return f"unavailable ({_cell(short[:80])})"

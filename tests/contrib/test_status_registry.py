@@ -42,7 +42,8 @@ def _identity_verdicts(models: dict) -> dict:
         if entry["status"] != "pass":
             continue
         result = entry["checks"].get("residual_identity")
-        reason = entry.get("unsupported", {}).get("mixers_output")
+        unsupported = entry.get("unsupported", {})
+        reason = unsupported.get("mixers_output") or unsupported.get("mlps_output")
         verdicts[model_type] = "pass" if result == "pass" else (result, reason)
     return verdicts
 

@@ -54,7 +54,7 @@ class LayerAccessor:
         module_of: ``module_of(i)`` gives the envoy whose input or output is accessed.
         io: ``"input"`` (the module's first argument) or ``"output"``.
         description: What the values are, for ``repr`` and errors.
-        tokens_flattened: ``tokens_flattened()`` tells whether the module receives its tokens
+        tokens_flattened: ``tokens_flattened(i)`` tells whether layer i's module receives its tokens
             flattened, (batch * seq, hidden) (OPT's feed-forward): reads give (batch, seq, hidden).
 
     Example:
@@ -69,7 +69,7 @@ class LayerAccessor:
         module_of: Callable[[int], Any],
         io: str,
         description: str,
-        tokens_flattened: Callable[[], bool] = lambda: False,
+        tokens_flattened: Callable[[int], bool] = lambda layer: False,
     ) -> None:
         self._model = model
         self._module_of = module_of
@@ -82,20 +82,23 @@ class LayerAccessor:
         return self._module_of(normalize_layer(self._model, layer))
 
     def __getitem__(self, layer: int) -> torch.Tensor:
-        envoy = self.module(layer)
+        layer = normalize_layer(self._model, layer)
+        envoy = self._module_of(layer)
         value = envoy.input if self._io == "input" else first_tensor(envoy.output)
-        if self._tokens_flattened():
+        if self._tokens_flattened(layer):
             value = unflatten_tokens(value, token_shape(self._model, value))
         return value
 
     def __setitem__(self, layer: int, value: torch.Tensor) -> None:
-        envoy = self.module(layer)
+        layer = normalize_layer(self._model, layer)
+        envoy = self._module_of(layer)
+        flattened = self._tokens_flattened(layer)
         if self._io == "input":
             current = envoy.input
-            envoy.input = value.reshape(current.shape) if self._tokens_flattened() else value
+            envoy.input = value.reshape(current.shape) if flattened else value
         else:
             current = envoy.output
-            if self._tokens_flattened():
+            if flattened:
                 value = value.reshape(first_tensor(current).shape)
             envoy.output = replace_first(current, value)
 

@@ -41,10 +41,19 @@ def _layer_mixer(layer: torch.nn.Module, mixers: tuple[Mixer, ...]) -> Mixer | N
         module = _submodule(layer, mixer.path)
         if module is None:
             continue
-        if mixer.attention_class is not None and mixer.attention_class not in type(module).__name__:
+        if mixer.module_class is not None and mixer.module_class not in type(module).__name__:
             continue
         return mixer
     return None
+
+
+@dataclass(frozen=True)
+class MlpSite:
+    """Where one layer's MLP is: its module's path from the layer (``None``: no MLP module, the
+    feed-forward's projections sit in the layer itself) and where its contribution is read."""
+
+    path: str | None
+    contribution: Contribution
 
 
 @dataclass(frozen=True)
@@ -52,17 +61,14 @@ class LayerStructure:
     """Per-layer structure of one model.
 
     Attributes:
-        mixers: Per layer, the `Mixer` it holds (``None``: no token mixer found).
-        mlp_contribution: Where every layer's MLP contribution is read, or ``None`` when the
-            layers have no MLP (module or feed-forward projections).
-        mlp_path: The standard MLP module's path from a layer, or ``None``.
+        mixers: Per layer, the `Mixer` it holds (``None``: no token mixer).
+        mlps: Per layer, its `MlpSite` (``None``: no MLP, as in a Mamba block).
         non_additive: Why the blocks have no additive sublayer contributions (post-norm blocks,
             a rescaled residual), or ``None`` when they do.
     """
 
     mixers: tuple[Mixer | None, ...]
-    mlp_contribution: Contribution | None
-    mlp_path: str | None
+    mlps: tuple[MlpSite | None, ...]
     non_additive: str | None
 
     @property
@@ -85,8 +91,10 @@ class LayerStructure:
         if self.non_additive is not None:
             return self.non_additive
         if self.mixers[layer] is None:
+            if self.mlps[layer] is not None:
+                return f"layer {layer}'s block is an MLP alone: it has no token mixer"
             return f"layer {layer} has no token mixer the spec names"
-        return None
+        return self.mixers[layer].contribution.unavailable  # type: ignore[union-attr]
 
     def attention_unavailable(self, layer: int) -> str | None:
         """Why layer ``layer`` has no softmax attention, or ``None``."""
@@ -97,11 +105,26 @@ class LayerStructure:
             return f"layer {layer} has no attention module"
         return f"layer {layer} is a {kind} mixer, not softmax attention (attention layers: {list(self.attention_layers)})"
 
-    def mlp_unavailable(self) -> str | None:
-        """Why the layers have no MLP contribution, or ``None``."""
-        if self.mlp_contribution is None:
-            return "the layers have no MLP (spec mlp=None and no feed-forward contribution site)"
-        return self.non_additive
+    def mlp_unavailable(self, layer: int) -> str | None:
+        """Why layer ``layer`` has no MLP contribution, or ``None``."""
+        if self.mlps[layer] is None:
+            kind = self.kinds[layer]
+            holder = f"layer {layer} ({kind})" if kind else f"layer {layer}"
+            return f"{holder} has no MLP (spec mlp=None and no feed-forward contribution site)"
+        return self.non_additive or self.mlps[layer].contribution.unavailable  # type: ignore[union-attr]
+
+    def identity_checkable(self, layer: int) -> bool:
+        """Whether every sublayer layer ``layer`` has is readable, so the residual identity
+        can be checked there."""
+        if self.non_additive is not None:
+            return False
+        mixer_ok = self.mixers[layer] is None or self.mixer_unavailable(layer) is None
+        mlp_ok = not self.has_mlp(layer) or self.mlp_unavailable(layer) is None
+        return mixer_ok and mlp_ok
+
+    def has_mlp(self, layer: int) -> bool:
+        """Whether layer ``layer`` has an MLP (readable or not)."""
+        return self.mlps[layer] is not None
 
 
 def resolve_layer_structure(
@@ -113,19 +136,29 @@ def resolve_layer_structure(
     candidates = spec.layer_mixers() if spec.mixers else (
         (Mixer(attention_path, "attention", spec.attention_contribution),) if attention_path else ()
     )
-    mixers = tuple(_layer_mixer(layer, candidates) for layer in layers)
-    mlp_path = paths.get("mlp")
-    contribution: Contribution | None = spec.mlp_contribution
-    if mlp_path is None and spec.mlp_contribution.output is None:
-        contribution = None
-    elif mlp_path is None and len(layers) and _submodule(layers[0], spec.mlp_contribution.output or "") is None:
-        contribution = None
+    mixers: list[Mixer | None] = []
+    mlps: list[MlpSite | None] = []
+    for layer in layers:
+        mixer = _layer_mixer(layer, candidates)
+        if mixer is not None and mixer.is_mlp:
+            mixers.append(None)
+            mlps.append(MlpSite(mixer.path, mixer.contribution))
+            continue
+        mixers.append(mixer)
+        mlps.append(_mlp_site(layer, paths.get("mlp"), mixer.mlp if mixer is not None and mixer.mlp else spec.mlp_contribution))
     return LayerStructure(
-        mixers=mixers,
-        mlp_contribution=contribution,
-        mlp_path=mlp_path,
+        mixers=tuple(mixers),
+        mlps=tuple(mlps),
         non_additive=POST_NORM_REASON if spec.is_post_norm(getattr(hf_model, "config", None)) else spec.non_additive,
     )
 
 
-__all__ = ["MODULE_OUTPUT", "POST_NORM_REASON", "LayerStructure", "resolve_layer_structure"]
+def _mlp_site(layer: torch.nn.Module, path: str | None, contribution: Contribution) -> MlpSite | None:
+    if path is not None and _submodule(layer, path) is not None:
+        return MlpSite(path, contribution)
+    if contribution.output is not None and _submodule(layer, contribution.output) is not None:
+        return MlpSite(None, contribution)
+    return None
+
+
+__all__ = ["MODULE_OUTPUT", "POST_NORM_REASON", "LayerStructure", "MlpSite", "resolve_layer_structure"]

@@ -70,6 +70,9 @@ class Contribution:
             (Falcon's ``mlp_output += attention_output``): reads copy it as it was returned.
         tokens_flattened: The module may return its tokens flattened, (batch * seq, hidden)
             (Llama-4's mixture of experts): reads take the shape of the module's input.
+        unavailable: Why this sublayer's contribution cannot be read although the block adds
+            one (a sum of two modules, two parallel mixers with their own scales); ``None``:
+            it can. ``support()`` reports the reason and the identity is not checked there.
 
     Example:
         >>> SANDWICH = Contribution(output="post_attention_layernorm")
@@ -82,6 +85,7 @@ class Contribution:
     scale: str | None = None
     mutated_after_return: bool = False
     tokens_flattened: bool = False
+    unavailable: str | None = None
 
 
 #: The plain case: the sublayer module's output is what the block adds.
@@ -98,17 +102,27 @@ class Mixer:
             sites) or a name for another mixer (``"mamba"``, ``"gated_deltanet"``,
             ``"short_conv"``, ``"rg_lru"``, ``"linear_attention"``).
         contribution: Where its contribution is read (see `Contribution`).
-        attention_class: For a path shared by softmax and other mixers, a substring of the
-            softmax module's class name that tells them apart (``None``: the path decides).
+        module_class: For a path shared by several kinds (MiniMax's lightning and softmax
+            ``self_attn``), a substring of this kind's module class name (``None``: the path
+            decides).
+        mlp: Where the MLP contribution is read on layers holding this mixer, when it differs
+            from the spec's ``mlp_contribution`` (OLMo-hybrid normalises the MLP output of its
+            attention layers only); ``None``: the spec's.
+        is_mlp: The module at ``path`` is the layer's MLP, not a token mixer (Nemotron-H's MLP
+            and MoE layers): the layer has no mixer contribution, and ``mlps_output`` reads it
+            with ``contribution``.
 
     Example:
         >>> Mixer("linear_attn", "gated_deltanet")
+        >>> Mixer("mixer", "moe", module_class="MoE", is_mlp=True)
     """
 
     path: str
     kind: str
     contribution: Contribution = MODULE_OUTPUT
-    attention_class: str | None = None
+    module_class: str | None = None
+    mlp: Contribution | None = None
+    is_mlp: bool = False
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
+import threading
 import warnings
+import weakref
 from typing import TYPE_CHECKING, Any, Sequence, cast
 
 import torch
@@ -216,46 +220,56 @@ class StandardizedTransformer(TransformersModel):
         return self._mixer_contribution(layer)
 
     def _mlp(self, layer: int) -> Any:
-        if self.paths["mlp"] is None:
+        site = self.layer_structure.mlps[layer]
+        if site is None or site.path is None:
             raise UnavailableComponentError(
-                f"{self.spec.name} layers have no MLP module (spec mlp=None): use mlps_input/mlps_output "
-                "where the spec names the feed-forward's contribution site."
+                f"{self.spec.name}: layer {layer} has no MLP module (spec mlp={self.spec.mlp!r}); "
+                "mlps_input/mlps_output read the feed-forward where the spec names its contribution site."
             )
-        return self.layers[layer].mlp
+        if site.path == self.paths["mlp"]:
+            return self.layers[layer].mlp
+        return _child(self.layers[layer], site.path)
 
     def _mlp_input_module(self, layer: int) -> Any:
-        contribution = self.layer_structure.mlp_contribution
-        if contribution is not None and contribution.input is not None:
-            return _child(self.layers[layer], contribution.input)
+        site = self.layer_structure.mlps[layer]
+        if site is not None and site.contribution.input is not None:
+            return _child(self.layers[layer], site.contribution.input)
         return self._mlp(layer)
 
-    def _mlp_tokens_flattened(self) -> bool:
-        contribution = self.layer_structure.mlp_contribution
-        return contribution is not None and contribution.tokens_flattened
+    def _mlp_tokens_flattened(self, layer: int) -> bool:
+        site = self.layer_structure.mlps[layer]
+        return site is not None and site.contribution.tokens_flattened
 
     def _mlp_contribution(self, layer: int) -> tuple[Any, Any, Contribution]:
-        self._require_contributions(self.layer_structure.mlp_unavailable())
-        contribution = self.layer_structure.mlp_contribution
-        assert contribution is not None
+        self._require_contributions(self.layer_structure.mlp_unavailable(layer))
+        site = self.layer_structure.mlps[layer]
+        assert site is not None
         layer_envoy = self.layers[layer]
-        envoy = self._mlp(layer) if contribution.output is None else _child(layer_envoy, contribution.output)
-        return layer_envoy, envoy, contribution
+        output = site.contribution.output
+        envoy = self._mlp(layer) if output is None else _child(layer_envoy, output)
+        return layer_envoy, envoy, site.contribution
 
     @property
     def attentions(self) -> list[Any]:
-        """The attention module (envoy) of every layer (raises on a hybrid's non-attention layers:
-        see `attention_layers`)."""
-        return [self._attention(i) for i in range(self.num_layers)]
+        """The attention module (envoy) of every layer; ``None`` for a hybrid's layers whose
+        mixer is not softmax attention (see `attention_layers`)."""
+        if self.paths["self_attn"] is None:
+            return [None] * self.num_layers
+        return [self._attention(i) if i in self.layer_structure.attention_layers else None for i in range(self.num_layers)]
 
     @property
     def mixers(self) -> list[Any]:
-        """The token-mixer module (envoy) of every layer: attention, or a hybrid's other mixers."""
-        return [self._mixer(i) for i in range(self.num_layers)]
+        """The token-mixer module (envoy) of every layer (attention, or a hybrid's other
+        mixers); ``None`` for a layer without one."""
+        return [None if mixer is None else self._mixer(i) for i, mixer in enumerate(self.layer_structure.mixers)]
 
     @property
     def mlps(self) -> list[Any]:
-        """The MLP module (envoy) of every layer."""
-        return [self._mlp(i) for i in range(self.num_layers)]
+        """The MLP module (envoy) of every layer; ``None`` for a layer without an MLP module."""
+        return [
+            None if site is None or site.path is None else self._mlp(i)
+            for i, site in enumerate(self.layer_structure.mlps)
+        ]
 
     @property
     def layer_kinds(self) -> tuple[str | None, ...]:
@@ -542,19 +556,86 @@ class StandardizedTransformer(TransformersModel):
         return run_state(self).get(_MASK_KEY)
 
     def trace(self, *inputs: Any, **kwargs: Any) -> Any:
-        """Open a trace (see NNsight); prompts are checked at nnterp's boundary first.
+        """Open a trace (see NNsight); the input is checked at nnterp's boundary first.
+
+        Every input form is checked the same way (`nnterp.inputs.check_prompts`): strings,
+        lists of strings, token-id lists and tensors, encodings. NNsight's errors about the
+        trace body (a module read out of forward order, ...) come out as `TraceError` with
+        the fix. Traces of one model are serialized: a trace started while another thread's
+        trace of the same model runs waits for it (the forward runs when the ``with`` block
+        exits, under the model's lock).
 
         Raises:
-            InvalidInputError: an empty prompt list, an empty prompt, or a prompt longer than
-                the model's maximum positions.
+            InvalidInputError: an input of no accepted form, an empty prompt list or prompt,
+                or a prompt longer than a learned-position model's maximum positions (past a
+                RoPE model's ``max_position_embeddings``: a ``UserWarning``).
+            TokenIdError: a token id outside the vocabulary.
+            TraceError: NNsight refused the trace body (the message keeps NNsight's text).
+
+        Example:
+            >>> with model.trace(torch.tensor([[464, 3139, 286]])):
+            ...     logits = model.logits.save()                 # (1, 3, vocab)
         """
         if inputs:
             input_checks.check_prompts(self, inputs[0])
+        if isinstance(kwargs.get("input_ids"), torch.Tensor):
+            input_checks.check_prompts(self, kwargs["input_ids"], "input_ids")
         if self.remote and "remote" not in kwargs:
             kwargs["remote"] = True
         if kwargs.get("remote"):
             _ship_nnterp_by_value()
+        if kwargs.get("trace", True) is False:
+            with _trace_lock(self), _nnterp_errors():
+                return super().trace(*inputs, **kwargs)
+        kwargs.setdefault("tracer_cls", _locked_tracer_class())
         return super().trace(*inputs, **kwargs)
+
+    def interleave(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """NNsight's low-level run (every trace, ``generate`` and direct call ends here), under
+        the model's trace lock, so a direct ``model.generate(...)`` is serialized too."""
+        with _trace_lock(self):
+            return super().interleave(fn, *args, **kwargs)
+
+
+#: One re-entrant lock per wrapped HF module: its runs are serialized across threads (nnsight
+#: keeps each run's state on the model, and its greenlets cannot cross threads).
+_TRACE_LOCKS: weakref.WeakKeyDictionary[torch.nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_TRACE_LOCKS_GUARD = threading.Lock()
+
+
+def _trace_lock(model: StandardizedTransformer) -> threading.RLock:
+    with _TRACE_LOCKS_GUARD:
+        lock = _TRACE_LOCKS.get(model._module)
+        if lock is None:
+            lock = _TRACE_LOCKS[model._module] = threading.RLock()
+        return lock
+
+
+@contextlib.contextmanager
+def _nnterp_errors() -> Any:
+    """Re-raise the nnsight errors users meet as `TraceError` (nnsight's text plus the fix)."""
+    try:
+        yield
+    except Exception as error:
+        converted = input_checks.nnsight_error(error)
+        if converted is None:
+            raise
+        raise converted from error
+
+
+@functools.cache
+def _locked_tracer_class() -> type:
+    from nnsight.intervention.tracer import InterleavingTracer
+
+    class LockedTracer(InterleavingTracer):
+        """nnsight's tracer whose run (at ``with`` exit) holds the model's trace lock and
+        re-raises nnsight's user-facing errors as nnterp errors."""
+
+        def __exit__(self, exc_type: Any, exc_value: Any, exc_traceback: Any) -> bool:
+            with _trace_lock(self.envoy), _nnterp_errors():
+                return super().__exit__(exc_type, exc_value, exc_traceback)
+
+    return LockedTracer
 
 
 def _checked_output_structure(

@@ -67,9 +67,9 @@ def _layer_reason(model: StandardizedTransformer, site: SiteInfo) -> Callable[[i
     if site.name == "mixers_output":
         return structure.mixer_unavailable
     if site.name == "mlps_input":
-        return lambda layer: None if structure.mlp_contribution is not None else structure.mlp_unavailable()
+        return lambda layer: None if structure.has_mlp(layer) else structure.mlp_unavailable(layer)
     if site.name == "mlps_output":
-        return lambda layer: structure.mlp_unavailable()
+        return structure.mlp_unavailable
     if site.layer_kind == "attention":
         model_wide = _attention_level(model, site)
         if model_wide is not None:

@@ -90,8 +90,9 @@ def _watched_modules(model: StandardizedTransformer, layers: list[int]) -> dict[
         mixer = model.layer_structure.mixers[index]
         if mixer is not None:
             watched[f"mixer{index}"] = layer.get_submodule(mixer.path)
-        if model.paths["mlp"]:
-            watched[f"mlp{index}"] = layer.get_submodule(model.paths["mlp"])
+        mlp = model.layer_structure.mlps[index]
+        if mlp is not None and mlp.path is not None:
+            watched[f"mlp{index}"] = layer.get_submodule(mlp.path)
     if model.paths["ln_final"]:
         watched["ln_final"] = hf.get_submodule(model.paths["ln_final"])
     watched["lm_head"] = hf.get_submodule(model.paths["lm_head"])
@@ -321,21 +322,20 @@ def observe(
                     if index == probability_layer:
                         probabilities = nnsight.save(model.attention_probabilities[index].clone())
                     read[f"mixer{index}"] = _read_in_order(
-                        model.mixers[index], mixer.path, mixer_in, mixer.contribution,
+                        model._mixer(index), mixer.path, mixer_in, mixer.contribution,
                         structure.mixer_unavailable(index) is None, _reader(model.mixers_output, index), parts,
                     )
-                mlp_in = nnsight.save(model.mlps_input[index]) if structure.mlp_contribution is not None else None
-                if model.paths["mlp"] and structure.mlp_contribution is not None:
+                mlp = structure.mlps[index]
+                mlp_in = nnsight.save(model.mlps_input[index]) if mlp is not None else None
+                if mlp is not None and mlp.path is not None:
                     read[f"mlp{index}"] = _read_in_order(
-                        model.mlps[index], model.paths["mlp"], mlp_in, structure.mlp_contribution,
-                        structure.mlp_unavailable() is None, _reader(model.mlps_output, index), parts,
+                        model._mlp(index), mlp.path, mlp_in, mlp.contribution,
+                        structure.mlp_unavailable(index) is None, _reader(model.mlps_output, index), parts,
                     )
-                elif model.paths["mlp"]:
-                    read[f"mlp{index}"] = (mlp_in, nnsight.save(first_tensor(model.mlps[index].output).clone()))
-                elif structure.mlp_unavailable() is None:
+                elif structure.mlp_unavailable(index) is None:
                     parts.append(nnsight.save(model.mlps_output[index]))
                 read[f"layer{index}"] = (layer_in, nnsight.save(model.layers_output[index]))
-                if structure.non_additive is None:
+                if structure.identity_checkable(index):
                     contributions[index] = parts
             logits = nnsight.save(model.logits)
     return Observation(read, hooked, contributions, logits, plain_logits, probabilities, probability_layer)

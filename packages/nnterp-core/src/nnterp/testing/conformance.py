@@ -79,6 +79,9 @@ def check_residual_identity(model: Any) -> None:
     structure = model.layer_structure
     if structure.non_additive is not None:
         raise UnavailableComponentError(structure.non_additive)
+    if not any(structure.identity_checkable(layer) for layer in range(model.num_layers)):
+        reasons = {structure.mixer_unavailable(0), structure.mlp_unavailable(0)} - {None}
+        raise UnavailableComponentError("; ".join(sorted(str(reason) for reason in reasons)))
     failures = identity_failures(model, _observed(model))
     assert not failures, "; ".join(failures)
 

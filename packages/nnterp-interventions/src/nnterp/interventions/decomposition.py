@@ -155,9 +155,12 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
 def _sites(model: StandardizedTransformer, split: str, per_head: bool) -> list[str]:
     sites = ["layers_input", "layers_output", "logits"]
     if split == "attn_mlp":
-        sites.append("mixers_output")
-        if model.layer_structure.mlp_unavailable() is None:
-            sites.append("mlps_output")
+        structure = model.layer_structure
+        for layer in range(model.num_layers):
+            if structure.mixers[layer] is not None:
+                sites.append(f"mixers_output.{layer}")
+            if structure.has_mlp(layer):
+                sites.append(f"mlps_output.{layer}")
     if per_head:
         sites += [f"heads_output.{layer}" for layer in model.attention_layers]
     return sites
@@ -208,7 +211,14 @@ def _run(model: StandardizedTransformer, prompts: Any, position: int, split: str
         raise InvalidInputError(f"position must be one int, got {position!r}")
     if split == "attn_mlp":
         structure = model.layer_structure
-        reasons = {structure.mixer_unavailable(layer) for layer in range(model.num_layers)} - {None}
+        reasons = {
+            why
+            for layer in range(model.num_layers)
+            for why in (
+                structure.mixer_unavailable(layer) if structure.mixers[layer] is not None else structure.non_additive,
+                structure.mlp_unavailable(layer) if structure.has_mlp(layer) else None,
+            )
+        } - {None}
         if reasons:
             raise UnavailableComponentError(
                 f"{model.spec.name}: the residual stream does not split into sublayer contributions "
@@ -225,7 +235,6 @@ def _decompose(
 ) -> ResidualDecomposition:
     labels = ["embed"]
     components = [cache["layers_input.0"]]
-    has_mlp = f"mlps_output.{model.num_layers - 1}" in cache
     kinds = model.layer_kinds
     heads: list[torch.Tensor] = []
     biases: list[torch.Tensor] = []
@@ -241,7 +250,8 @@ def _decompose(
             labels.append(f"layer.{layer}")
             components.append(update)
             continue
-        mixer = cache[f"mixers_output.{layer}"]
+        has_mixer, has_mlp = f"mixers_output.{layer}" in cache, f"mlps_output.{layer}" in cache
+        mixer = cache[f"mixers_output.{layer}"] if has_mixer else torch.zeros_like(update)
         parts = [mixer] + ([cache[f"mlps_output.{layer}"]] if has_mlp else [])
         if not _close(torch.stack(parts).sum(0), update):
             raise UnavailableComponentError(
@@ -249,8 +259,9 @@ def _decompose(
                 "update on these prompts, so they are not components of the stream. Use split='layer' "
                 "to attribute each layer's whole update."
             )
-        labels.append(f"attn.{layer}" if kinds[layer] == "attention" else f"mixer.{layer}")
-        components.append(mixer)
+        if has_mixer:
+            labels.append(f"attn.{layer}" if kinds[layer] == "attention" else f"mixer.{layer}")
+            components.append(mixer)
         if has_mlp:
             labels.append(f"mlp.{layer}")
             components.append(parts[1])

@@ -149,7 +149,7 @@ MINIMAX = LLAMA_MOE.with_classes(
     name="minimax",
     # Lightning (linear) and softmax attention layers are both ``self_attn``.
     mixers=(
-        Mixer("self_attn", "attention", attention_class="MiniMaxAttention"),
+        Mixer("self_attn", "attention", module_class="MiniMaxAttention"),
         Mixer("self_attn", "lightning_attention"),
     ),
     non_additive=(

@@ -48,10 +48,10 @@ NEMOTRON_H = MAMBA.with_classes(
     attention_probabilities=DEFAULT_ATTENTION_PROBABILITIES,
     rotary_embedding=None,
     mixers=(
-        Mixer("mixer", "attention", attention_class="Attention"),
-        Mixer("mixer", "mamba", attention_class="Mamba"),
-        Mixer("mixer", "moe", attention_class="MoE"),
-        Mixer("mixer", "mlp", attention_class="MLP"),
+        Mixer("mixer", "attention", module_class="Attention"),
+        Mixer("mixer", "mamba", module_class="Mamba"),
+        Mixer("mixer", "moe", module_class="MoE", is_mlp=True),
+        Mixer("mixer", "mlp", module_class="MLP", is_mlp=True),
     ),
 )
 
@@ -116,13 +116,15 @@ QWEN3_NEXT = LLAMA_HYBRID.with_classes(
 OLMO_HYBRID = LLAMA_HYBRID.with_classes(
     "OlmoHybridForCausalLM",
     name="olmo_hybrid",
+    # Attention layers normalise both sublayer outputs again before the add; DeltaNet layers do not.
     mixers=(
-        Mixer("self_attn", "attention", Contribution(output="post_attention_layernorm")),
+        Mixer(
+            "self_attn",
+            "attention",
+            Contribution(output="post_attention_layernorm"),
+            mlp=Contribution(output="post_feedforward_layernorm"),
+        ),
         Mixer("linear_attn", "gated_deltanet"),
-    ),
-    non_additive=(
-        "OLMo-hybrid attention layers normalise the MLP output (post_feedforward_layernorm) before "
-        "the add and DeltaNet layers do not, and a spec reads every layer's MLP contribution at one site"
     ),
 )
 
@@ -132,7 +134,7 @@ LINEAR_ATTENTION = LLAMA_HYBRID.with_classes(
     "BailingHybridForCausalLM",
     name="linear_attention",
     mixers=(
-        Mixer("self_attn", "linear_attention", attention_class="DeltaAttention"),
+        Mixer("self_attn", "linear_attention", module_class="DeltaAttention"),
         _SOFTMAX,
     ),
     # Multi-head latent attention: no separate key/value projections, rotary on part of each head.
@@ -204,16 +206,19 @@ _GRANITE_BRANCH = Contribution(scale="residual_multiplier")
 GRANITE_HYBRID = LLAMA_HYBRID.with_classes(
     "GraniteMoeHybridForCausalLM",
     name="granite_hybrid",
-    mlp=None,
+    mlp="shared_mlp",
     # Granite 4 hybrids use no position embedding (position_embedding_type "nope").
     rotary_embedding=None,
     mixers=(
         Mixer("self_attn", "attention", _GRANITE_BRANCH),
         Mixer("mamba", "mamba", _GRANITE_BRANCH),
     ),
-    non_additive=(
-        "Granite-hybrid's MLP update is block_sparse_moe(x) + shared_mlp(x), a sum of two modules "
-        "that no single contribution site holds"
+    mlp_contribution=Contribution(
+        scale="residual_multiplier",
+        unavailable=(
+            "Granite-hybrid's MLP update is block_sparse_moe(x) + shared_mlp(x) (with experts), a sum of "
+            "two modules that no single contribution site holds"
+        ),
     ),
     logits_postprocess=(("divide", "logits_scaling"),),
     tiny_config={
@@ -280,7 +285,7 @@ RECURRENT_GEMMA = LLAMA_HYBRID.with_classes(
     mlp="mlp_block",
     ln_final="model.final_norm",
     mixers=(
-        Mixer("temporal_block", "attention", attention_class="Attention"),
+        Mixer("temporal_block", "attention", module_class="Attention"),
         Mixer("temporal_block", "rg_lru"),
     ),
     logits_postprocess=(("softcap", "logits_soft_cap"),),
@@ -292,10 +297,18 @@ RECURRENT_GEMMA = LLAMA_HYBRID.with_classes(
 FALCON_H1 = BAMBA.with_classes(
     "FalconH1ForCausalLM",
     name="falcon_h1",
-    mixers=(Mixer("self_attn", "attention", Contribution(scale="attn_out_multiplier")),),
-    non_additive=(
-        "Falcon-H1 layers add attention * attn_out_multiplier + mamba * ssm_out_multiplier: two "
-        "parallel mixers, and a layer has one mixer contribution site"
+    mixers=(
+        Mixer(
+            "self_attn",
+            "attention",
+            Contribution(
+                scale="attn_out_multiplier",
+                unavailable=(
+                    "Falcon-H1 layers add attention * attn_out_multiplier + mamba * ssm_out_multiplier: "
+                    "two parallel mixers, and a layer has one mixer contribution site"
+                ),
+            ),
+        ),
     ),
     logits_postprocess=(("multiply", "lm_head_multiplier"),),
     tiny_config={**MAMBA_TINY, "mamba_d_ssm": 128, "lm_head_multiplier": 0.5},
