@@ -187,6 +187,9 @@ class ArchitectureSpec:
             ``lm_head`` (OPT ``project_out``); ``None``: none.
         optional_parts: Standard parts that some configs of the family leave out (OPT-350m
             has no final norm): resolved to ``None`` there instead of failing.
+        position_embedding: Module path (from the root) of a position embedding that counts
+            positions itself and ignores left padding (BART-family decoders); nnterp gives each
+            row its own positions in left-padded batches (`nnterp.row_positions`).
     """
 
     name: str
@@ -222,6 +225,7 @@ class ArchitectureSpec:
     embedding_projection: str | None = None
     unembedding_projection: str | None = None
     optional_parts: tuple[str, ...] = ()
+    position_embedding: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.model_classes, str):

@@ -52,10 +52,15 @@ def check_accessor_shapes(model: Any) -> None:
 
 def _observed(model: Any) -> Any:
     """Every layer of a padded batch, read through nnterp and by hooks on a plain HF forward
-    of its own (the engine load-time validation uses on its probe, `nnterp.validation.observe`)."""
+    of its own (the engine load-time validation uses on its probe, `nnterp.validation.observe`).
+
+    A model whose position embedding ignores padding (``spec.position_embedding``) gets its
+    rows' own positions from nnterp, which its plain forward does not: it is compared on one
+    unpadded prompt here, and `check_batching` covers its padded batches."""
     from nnterp.validation import observe
 
-    return observe(model, _encoding(model), list(range(model.num_layers)), separate_forward=True)
+    prompts = PROMPTS[:1] if model.spec.position_embedding is not None else PROMPTS
+    return observe(model, _encoding(model, prompts), list(range(model.num_layers)), separate_forward=True)
 
 
 def check_hooks_equality(model: Any) -> None:

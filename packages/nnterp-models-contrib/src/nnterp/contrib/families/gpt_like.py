@@ -211,6 +211,8 @@ BART_DECODER = OPT.with_classes(
     post_norm=True,
     embedding_projection=None,
     unembedding_projection=None,
+    # Learned or sinusoidal positions counted 0..seq-1 for every row, whatever the padding.
+    position_embedding="model.decoder.embed_positions",
 )
 
 #: MVP and TrOCR keep (batch * heads, q, k) probabilities, like XGLM: not exposed.
@@ -235,7 +237,9 @@ MBART_DECODER = BART_DECODER.with_classes(
     post_norm=False,
 )
 
-WHISPER_DECODER = MBART_DECODER.with_classes("WhisperForCausalLM", name="whisper_decoder", lm_head="proj_out")
+WHISPER_DECODER = MBART_DECODER.with_classes(
+    "WhisperForCausalLM", name="whisper_decoder", lm_head="proj_out", position_embedding=None
+)
 
 SPECS = (
     GPT_LIKE, GPTJ, GPT_NEO, OPENAI_GPT, BLOOM, FALCON, MPT, CTRL, GPT_NEOX, GPT_NEOX_JAPANESE, OPT,
