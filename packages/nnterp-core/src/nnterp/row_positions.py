@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from nnterp.nnsight_seams import run_state
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer

@@ -183,7 +183,7 @@ def _projection_matches_logits(model: StandardizedTransformer, expected: dict[st
     entered ``ln_final`` in the probe, gives the model's logits (what `project_on_vocab` and
     the logit lens rely on). Compared to rounding: a model may scale before ``lm_head`` what
     the spec scales after it."""
-    from nnterp.standardized_transformer import postprocess_logits
+    from nnterp.unembedding import postprocess_logits
 
     hf = model._module
     try:

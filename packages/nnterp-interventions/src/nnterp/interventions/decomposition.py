@@ -48,15 +48,14 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 from nnterp.cache import ActivationCache, cache_activations
 from nnterp.errors import InvalidInputError, UnavailableComponentError
 from nnterp.heads import attention_layout, project_heads
-from nnterp.spec import config_value
-from nnterp.standardized_transformer import postprocess_logits
+from nnterp.unembedding import apply_logit_steps, linear_logit_scale
 from nnterp.interventions.metrics import TokenIds
 
 if TYPE_CHECKING:
@@ -429,20 +428,6 @@ def _unembedding(model: StandardizedTransformer, tokens: torch.Tensor) -> tuple[
     return direction, offset
 
 
-def _logit_scale(model: StandardizedTransformer) -> tuple[float, list[tuple[str, str]]]:
-    """The product of the linear logit post-processing steps before any soft-cap, and the
-    steps from the first soft-cap on (applied to totals)."""
-    factor = 1.0
-    steps = list(model.spec.logits_postprocess)
-    config = model._module.config
-    while steps and steps[0][0] != "softcap":
-        operation, key = steps.pop(0)
-        value = config_value(config, (key,))
-        if value is not None:
-            factor = factor * value if operation == "multiply" else factor / value
-    return factor, steps
-
-
 def _token_rows(tokens: TokenIds, batch: int, vocab: int, name: str) -> torch.Tensor:
     ids = torch.as_tensor(tokens, dtype=torch.long).reshape(-1)
     if ids.numel() == 1:
@@ -493,7 +478,7 @@ def logit_attribution(
     target_ids = _token_rows(target, batch, vocab, "target")
     baseline_ids = None if baseline is None else _token_rows(baseline, batch, vocab, "baseline")
     frozen = freeze_final_norm(model, parts.residual)
-    factor, capping = _logit_scale(model)
+    factor, capping = linear_logit_scale(model.spec, model._module.config)
     config = model._module.config
 
     def attribute(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any, Any]:
@@ -505,7 +490,7 @@ def logit_attribution(
 
         contributions = logit_of(parts.components).T
         bias = ((frozen.offset * direction).sum(-1) + unembed_bias) * factor
-        total = postprocess_logits(contributions.sum(-1) + bias, replace(model.spec, logits_postprocess=tuple(capping)), config)
+        total = apply_logit_steps(contributions.sum(-1) + bias, capping, config)
         heads = head_bias = None
         if parts.head_components is not None and parts.attention_biases is not None:
             # (layers, heads, batch) -> (batch, layers, heads)
