@@ -16,6 +16,13 @@ directory that is renamed into place (a crash leaves no partial cache), concurre
 serialize on a lock file, and a marker written last records the GGUF file the cache was
 converted from, so a changed file triggers a new conversion.
 
+The marker also records the size and SHA-256 of every file the conversion wrote. Each load
+checks the sizes; each file's bytes are hashed once per (size, modification time), the result
+being remembered beside the marker (``nnterp-verified.json``), so a cache whose weights were
+truncated or altered is never trusted: it is converted again, with a line on stderr saying why.
+A cache converted by an older nnterp (a marker without sizes and hashes) is checked once for
+complete safetensors and JSON files, then its sizes and hashes are recorded.
+
 Cache location: ``$NNTERP_CACHE_DIR/<name>`` when ``NNTERP_CACHE_DIR`` is set, else
 ``$XDG_CACHE_HOME/nnterp/<name>``, else ``~/.cache/nnterp/<name>``. A GGUF file assembled from
 part packages is kept beside the caches, in ``gguf-sources/``.
@@ -48,13 +55,16 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 
 from nnterp.errors import InvalidInputError
-from nnterp.storage import cache_root, file_sha256
+from nnterp.storage import cache_root, file_sha256, write_json_atomically
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
 
 #: Marker written last into a finished cache: which GGUF file the cache was converted from.
 MARKER_NAME = "nnterp-source.json"
+#: Written beside the marker: the files whose bytes were hashed and matched the marker, with
+#: the size and modification time they had then (so each file is hashed once per version).
+VERIFIED_NAME = "nnterp-verified.json"
 #: Bump when the layout of the cache changes, to rebuild old caches.
 CACHE_FORMAT = 1
 #: Directory under the cache root holding GGUF files assembled from part packages.
@@ -237,44 +247,192 @@ def source_fingerprint(source: Path) -> dict[str, Any]:
 
 
 def cache_matches_source(directory: Path, source: Path) -> bool:
-    """Whether ``directory`` holds a complete cache converted from exactly ``source``.
+    """Whether ``directory`` holds a complete, intact cache converted from exactly ``source``.
 
-    Cheap when nothing changed (size and modification time agree); when only the time differs
-    (the package was reinstalled), the bytes are hashed and compared.
+    The source check is cheap when nothing changed (size and modification time agree); when
+    only the time differs (the package was reinstalled), the bytes are hashed and compared.
+    Every file the conversion wrote must have the size recorded in the marker, and its bytes
+    the recorded SHA-256 (hashed once per size and modification time, see `VERIFIED_NAME`).
 
     Returns:
-        True when every cache file exists and the marker's fingerprint matches ``source``.
+        True when the marker is well formed, matches ``source``, and every file checks out.
 
     Example:
         >>> cache_matches_source(default_model_path(), gguf_source())
         True
     """
+    return cache_problem(Path(directory), source) is None
+
+
+def cache_problem(directory: Path, source: Path) -> str | None:
+    """Why ``directory`` cannot be used as the cache converted from ``source``, or None.
+
+    Returns:
+        None for a usable cache; else a sentence for the user, e.g. ``"model.safetensors has
+        1024 bytes where the conversion wrote 538090408"``, or ``"there is no cache yet"``.
+
+    Example:
+        >>> cache_problem(default_model_path(), gguf_source()) is None
+        True
+    """
     directory = Path(directory)
-    if not all((directory / name).is_file() for name in _REQUIRED_FILES):
-        return False
+    if not directory.is_dir():
+        return _NO_CACHE
+    missing = [name for name in _REQUIRED_FILES if not (directory / name).is_file()]
+    if missing:
+        return f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing"
     try:
         marker = json.loads((directory / MARKER_NAME).read_text())
-    except (OSError, ValueError):
-        return False
+    except (OSError, UnicodeDecodeError) as error:
+        return f"its marker {MARKER_NAME} cannot be read ({error})"
+    except ValueError as error:
+        return f"its marker {MARKER_NAME} is not valid JSON ({error})"
+    problem = _marker_problem(marker)
+    if problem is not None:
+        return f"its marker {MARKER_NAME} is malformed: {problem}"
     stat = source.stat()
-    if marker.get("format") != CACHE_FORMAT or marker.get("source") != source.name:
-        return False
-    if marker.get("size") != stat.st_size:
-        return False
-    if marker.get("mtime_ns") == stat.st_mtime_ns:
-        return True
-    return marker.get("sha256") == file_sha256(source)
+    if marker["format"] != CACHE_FORMAT:
+        return f"it was written in cache format {marker['format']}, not {CACHE_FORMAT}"
+    if marker["source"] != source.name or marker["size"] != stat.st_size:
+        return f"it was converted from another GGUF file than {source}"
+    if marker["mtime_ns"] != stat.st_mtime_ns and marker["sha256"] != file_sha256(source):
+        return f"the GGUF file {source} changed since the conversion"
+    if "files" not in marker:
+        return _adopt_older_cache(directory, marker)
+    return _verify_files(directory, marker["files"])
 
 
-def _write_json_atomically(path: Path, data: Any) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+#: What `cache_problem` says when there is nothing to check (a first conversion, no warning).
+_NO_CACHE = "there is no cache yet"
+
+
+def _marker_problem(marker: Any) -> str | None:
+    """Why ``marker`` is not a well-formed marker, or None."""
+    if not isinstance(marker, dict):
+        return f"it holds a {type(marker).__name__}, not an object"
+    for name, kind in (("format", int), ("source", str), ("size", int), ("mtime_ns", int), ("sha256", str)):
+        if type(marker.get(name)) is not kind:
+            return f'"{name}" is {marker.get(name)!r}, not a {kind.__name__}'
+    if "files" not in marker:
+        return None
+    files = marker["files"]
+    if not isinstance(files, dict):
+        return f'"files" is a {type(files).__name__}, not an object'
+    for name, record in files.items():
+        if Path(name).name != name or name in ("", ".", ".."):
+            return f'"files" names {name!r}, which is not a file name'
+        if (
+            not isinstance(record, dict)
+            or type(record.get("size")) is not int
+            or not isinstance(record.get("sha256"), str)
+        ):
+            return f'"files"[{name!r}] is not an object with an integer "size" and a string "sha256"'
+    unrecorded = [name for name in _REQUIRED_FILES if name != MARKER_NAME and name not in files]
+    if unrecorded:
+        return f'"files" does not record {", ".join(unrecorded)}'
+    return None
+
+
+def _verified_files(directory: Path) -> dict[str, Any]:
+    """The remembered hash results (`VERIFIED_NAME`), or {} when absent or unusable: an
+    unusable record only costs hashing again."""
     try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(json.dumps(data, indent=1) + "\n")
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+        verified = json.loads((directory / VERIFIED_NAME).read_text())
+    except (OSError, ValueError):
+        return {}
+    return verified if isinstance(verified, dict) else {}
+
+
+def _verify_files(directory: Path, files: dict[str, dict[str, Any]]) -> str | None:
+    """Check every file ``files`` records: its size on every call, its SHA-256 once per
+    (size, modification time); return what is wrong, or None."""
+    verified = _verified_files(directory)
+    remembered = {name: verified[name] for name in files if name in verified}
+    for name, expected in files.items():
+        path = directory / name
+        try:
+            stat = path.stat()
+        except OSError:
+            return f"{name} is missing"
+        if stat.st_size != expected["size"]:
+            return f"{name} has {stat.st_size} bytes where the conversion wrote {expected['size']}"
+        seen = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": expected["sha256"]}
+        if remembered.get(name) == seen:
+            continue
+        if file_sha256(path) != expected["sha256"]:
+            return f"the bytes of {name} differ from those the conversion wrote (SHA-256 mismatch)"
+        remembered[name] = seen
+    if remembered != verified:
+        _remember_verified(directory, remembered)
+    return None
+
+
+def _remember_verified(directory: Path, remembered: dict[str, Any]) -> None:
+    """Best effort: a read-only cache simply hashes again next time."""
+    try:
+        write_json_atomically(directory / VERIFIED_NAME, remembered)
+    except OSError:
+        return
+
+
+def _cache_files(directory: Path) -> list[Path]:
+    """The files a conversion wrote into ``directory`` (all but the marker and `VERIFIED_NAME`)."""
+    return sorted(
+        path for path in directory.iterdir() if path.is_file() and path.name not in (MARKER_NAME, VERIFIED_NAME)
+    )
+
+
+def _record_files(directory: Path) -> dict[str, dict[str, Any]]:
+    """Size and SHA-256 of every file in ``directory``, for the marker; the hash results are
+    remembered in `VERIFIED_NAME` as well, so the first load hashes nothing."""
+    files, remembered = {}, {}
+    for path in _cache_files(directory):
+        stat = path.stat()
+        digest = file_sha256(path)
+        files[path.name] = {"size": stat.st_size, "sha256": digest}
+        remembered[path.name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
+    _remember_verified(directory, remembered)
+    return files
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why ``path`` is not a complete safetensors file (its size must be the 8-byte length, the
+    JSON header and the data the header describes), or None."""
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as stream:
+            length = int.from_bytes(stream.read(8), "little")
+            if size < 8 or 8 + length > size:
+                return f"{path.name} ends inside its header ({size} bytes)"
+            header = json.loads(stream.read(length))
+        end = max((int(entry["data_offsets"][1]) for key, entry in header.items() if key != "__metadata__"), default=0)
+    except (ValueError, KeyError, TypeError, IndexError) as error:
+        return f"{path.name} has no valid safetensors header ({error!r})"
+    if size != 8 + length + end:
+        return f"{path.name} has {size} bytes where its header describes {8 + length + end}"
+    return None
+
+
+def _adopt_older_cache(directory: Path, marker: dict[str, Any]) -> str | None:
+    """A cache converted before markers recorded sizes and hashes: check that its safetensors
+    files are complete and its JSON files parse, then record every file's size and SHA-256 in
+    the marker (once). Returns what is wrong, or None."""
+    for path in _cache_files(directory):
+        if path.suffix == ".safetensors":
+            problem = _safetensors_problem(path)
+            if problem is not None:
+                return problem
+        elif path.suffix == ".json":
+            try:
+                json.loads(path.read_text())
+            except (OSError, ValueError) as error:
+                return f"{path.name} is not valid JSON ({error})"
+    _progress(f"recording the size and SHA-256 of each file of the cache {directory} (once) ...")
+    try:
+        write_json_atomically(directory / MARKER_NAME, {**marker, "files": _record_files(directory)})
+    except OSError:
+        pass
+    return None
 
 
 def _refresh_marker_time(directory: Path, source: Path) -> None:
@@ -288,8 +446,8 @@ def _refresh_marker_time(directory: Path, source: Path) -> None:
         if marker.get("mtime_ns") == mtime_ns:
             return
         marker["mtime_ns"] = mtime_ns
-        _write_json_atomically(marker_path, marker)
-    except OSError:
+        write_json_atomically(marker_path, marker)
+    except (OSError, ValueError, TypeError):
         return
 
 
@@ -394,7 +552,7 @@ def _assembled_gguf(model: ShippedModel, root: Path) -> Path:
                 if os.path.exists(temporary):
                     os.unlink(temporary)
         stat = assembled.stat()
-        _write_json_atomically(record_path, {**parts_record, "assembled": {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}})
+        write_json_atomically(record_path, {**parts_record, "assembled": {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}})
     return assembled
 
 
@@ -504,7 +662,9 @@ def _build(source: Path, target: Path) -> None:
         _progress("writing the safetensors cache ...")
         _save_model(model, temporary)
         _save_tokenizer(tokenizer, temporary)
-        (temporary / MARKER_NAME).write_text(json.dumps(source_fingerprint(source), indent=1) + "\n")
+        _progress("recording the size and SHA-256 of each cached file ...")
+        marker = {**source_fingerprint(source), "files": _record_files(temporary)}
+        (temporary / MARKER_NAME).write_text(json.dumps(marker, indent=1) + "\n")
         if target.exists():
             replaced = target.with_name(f".{target.name}.old-{uuid.uuid4().hex}")
             os.replace(target, replaced)
@@ -522,9 +682,13 @@ def _cached_model_path(model: ShippedModel, root: Path, source: Path, rebuild: b
     """The conversion engine shared by every shipped model: return ``root/<name>`` once it
     holds a complete cache converted from ``source``, converting under the lock if needed."""
     target = root / model.name
-    if not rebuild and cache_matches_source(target, source):
-        _refresh_marker_time(target, source)
-        return target
+    if not rebuild:
+        problem = cache_problem(target, source)
+        if problem is None:
+            _refresh_marker_time(target, source)
+            return target
+        if problem != _NO_CACHE:
+            _progress(f"the cache of {model.title} in {target} is not usable: {problem}; converting it again")
     root.mkdir(parents=True, exist_ok=True)
     with _cache_lock(root, model.name, f"converting into {target}"):
         if not rebuild and cache_matches_source(target, source):
@@ -688,6 +852,7 @@ __all__ = [
     "DefaultModelUnavailableError",
     "ShippedModel",
     "cache_matches_source",
+    "cache_problem",
     "cache_root",
     "default_model_path",
     "gguf_source",

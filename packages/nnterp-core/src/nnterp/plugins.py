@@ -3,7 +3,9 @@
 Plugins are found through the ``nnterp`` entry-point group and loaded lazily, on the first
 call that needs them (never at ``import nnterp``). A plugin that fails to import, or whose
 hook raises, is reported once with a `PluginWarning` naming it and its distribution, and is
-skipped: everything else keeps working. Set ``NNTERP_DISABLE_PLUGINS=1`` to load no
+skipped: everything else keeps working. A status file a plugin registers is checked when it is
+first read (`nnterp.status`): an unreadable or malformed one is reported the same way and
+ignored. Set ``NNTERP_DISABLE_PLUGINS=1`` to load no
 entry points at all (only core's own architectures), for debugging.
 
 Example:
@@ -39,7 +41,8 @@ THIRD_PARTY_RANK = 2
 
 
 class PluginWarning(UserWarning):
-    """A plugin failed to load or raised in a hook and was skipped."""
+    """A plugin failed to load, raised in a hook, or registered an invalid file, and what
+    failed was skipped."""
 
 
 @dataclass(frozen=True)
@@ -88,12 +91,15 @@ class Command:
 
 @dataclass
 class Registry:
-    """Everything the plugins registered: architecture specs and interventions."""
+    """Everything the plugins registered: architecture specs, interventions, status files
+    (with ``status_file_owners`` mapping each file to the plugin that registered it) and
+    CLI commands."""
 
     plugins: list[PluginInfo] = field(default_factory=list)
     architectures: list[tuple[ArchitectureSpec, PluginInfo]] = field(default_factory=list)
     interventions: dict[str, Intervention] = field(default_factory=dict)
     status_files: list[str] = field(default_factory=list)
+    status_file_owners: dict[str, PluginInfo] = field(default_factory=dict)
     commands: dict[str, Command] = field(default_factory=dict)
 
     def spec_for_class_names(self, class_names: Iterable[str]) -> ArchitectureSpec | None:
@@ -138,10 +144,19 @@ _registry: Registry | None = None
 _reported: set[str] = set()
 
 
-def _warn_once(key: str, message: str) -> None:
+def report_once(key: str, message: str) -> None:
+    """Warn ``message`` as a `PluginWarning` the first time ``key`` is reported in this
+    process (until `reset_registry`); later reports of the same key are silent.
+
+    Example:
+        >>> report_once("status-file:/tmp/s.json", "plugin 'x' registered an invalid file ...")
+    """
     if key not in _reported:
         _reported.add(key)
         warnings.warn(message, PluginWarning, stacklevel=3)
+
+
+_warn_once = report_once
 
 
 def _entry_point_plugins() -> list[tuple[Any, PluginInfo]]:
@@ -253,6 +268,7 @@ def build_registry(extra_plugins: Iterable[tuple[Any, PluginInfo]] = ()) -> Regi
             registry.commands.update({command.name: command for command in staged_commands})
         if errors[2] is None:
             registry.status_files.extend(staged_status)
+            registry.status_file_owners.update({path: info for path in staged_status})
         if errors[1] is None:
             for intervention in staged_interventions:
                 existing = registry.interventions.get(intervention.name)

@@ -9,6 +9,10 @@ File format::
     {"versions": {"transformers": "5.24.0", "nnsight": "0.8.1", "torch": "2.13.0"},
      "models": {"llama": {"class_name": "LlamaForCausalLM", "status": "pass",
                           "checks": {"renaming": "pass", ...}, "error": null}, ...}}
+
+A registered file that cannot be read, is not JSON, or does not have this shape (see
+`status_problem`) is reported once with a `nnterp.plugins.PluginWarning` naming the plugin and
+the file, and ignored: loading models keeps working, as if the file were not registered.
 """
 
 from __future__ import annotations
@@ -70,17 +74,91 @@ def read_status(path: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+#: The fields of a model entry that nnterp reads, and the types each may have.
+_ENTRY_FIELDS: dict[str, tuple[type, ...]] = {
+    "class_name": (str,),
+    "status": (str,),
+    "checks": (dict,),
+    "error": (str, type(None)),
+}
+
+
+def status_problem(document: Any) -> str | None:
+    """Why ``document`` is not a usable status document, or None when it is one.
+
+    Checks the fields nnterp reads: ``versions`` (an object of version strings), ``models``
+    (an object of objects) and, in each entry, ``class_name`` and ``status`` (strings),
+    ``checks`` (an object of strings) and ``error`` (a string or null). Other fields are allowed.
+
+    Example:
+        >>> status_problem({"versions": {}, "models": {"llama": {"status": "pass"}}}) is None
+        True
+        >>> status_problem({"models": {"llama": "pass"}})
+        'models["llama"] is a str, not an object'
+    """
+    if not isinstance(document, dict):
+        return f"the document is a {type(document).__name__}, not an object"
+    versions = document.get("versions", {})
+    if not isinstance(versions, dict) or not all(
+        isinstance(name, str) and isinstance(value, str) for name, value in versions.items()
+    ):
+        return '"versions" is not an object of version strings'
+    models = document.get("models", {})
+    if not isinstance(models, dict):
+        return f'"models" is a {type(models).__name__}, not an object'
+    for model_type, entry in models.items():
+        if not isinstance(entry, dict):
+            return f'models["{model_type}"] is a {type(entry).__name__}, not an object'
+        for name, kinds in _ENTRY_FIELDS.items():
+            if name in entry and not isinstance(entry[name], kinds):
+                return f'models["{model_type}"].{name} is a {type(entry[name]).__name__}'
+        if not all(isinstance(result, str) for result in entry.get("checks", {}).values()):
+            return f'models["{model_type}"].checks holds a value that is not a string'
+    return None
+
+
 def _status_files() -> list[str]:
     from nnterp.plugins import get_registry
 
     return get_registry().status_files
 
 
+def _usable_status(path: str) -> dict[str, Any] | None:
+    """The document in ``path``, or None (reported once) when it cannot be used."""
+    try:
+        document: Any = read_status(path)
+        problem = status_problem(document)
+    except json.JSONDecodeError as error:
+        problem = f"it is not valid JSON ({error})"
+    except (OSError, ValueError) as error:
+        problem = f"it cannot be read ({error})"
+    if problem is None:
+        return document
+    from nnterp.plugins import get_registry, report_once
+
+    owner = get_registry().status_file_owners.get(path)
+    who = (
+        f"nnterp plugin {owner.name!r} from {owner.distribution} {owner.version}"
+        if owner is not None
+        else "a plugin"
+    )
+    fix = f"reinstall {owner.distribution}" if owner is not None else "fix or remove the file"
+    report_once(
+        f"status-file:{path}",
+        f"{who} registered the status file {path}, which was ignored: {problem}. Model loads "
+        f"are unaffected (classes it lists count as untested); {fix}, or regenerate the file "
+        f"with `python -m nnterp run_tests`.",
+    )
+    return None
+
+
 @lru_cache(maxsize=1)
 def _known_classes() -> dict[str, dict[str, Any]]:
     by_class: dict[str, dict[str, Any]] = {}
     for path in _status_files():
-        document = read_status(path)
+        document = _usable_status(path)
+        if document is None:
+            continue
         versions = document.get("versions", {})
         for model_type, entry in document.get("models", {}).items():
             by_class[entry.get("class_name", model_type)] = {**entry, "model_type": model_type, "versions": versions}

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def cache_root() -> Path:
@@ -37,4 +40,26 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-__all__ = ["cache_root", "file_sha256"]
+def write_json_atomically(path: str | Path, data: Any) -> None:
+    """Write ``data`` as JSON into ``path`` through a temporary file renamed into place, so a
+    reader sees the old file or the new one, never half of one. The rename also gives ``path``
+    a new inode: a hard-linked copy of the old file elsewhere is left untouched.
+
+    Raises:
+        OSError: the folder cannot be written (nothing is left behind).
+
+    Example:
+        >>> write_json_atomically(cache_root() / "note.json", {"format": 1})
+    """
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(json.dumps(data, indent=1) + "\n")
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+__all__ = ["cache_root", "file_sha256", "write_json_atomically"]

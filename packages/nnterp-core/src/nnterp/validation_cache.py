@@ -13,6 +13,10 @@ A later load with the same key reuses the stored result instead of running the p
 forwards. Records live in ``<cache_root>/validation/<key>.json`` and are written atomically.
 Set ``NNTERP_VALIDATION_CACHE=0`` to turn the cache off (every load then validates).
 
+A record is checked before it is used (`record_problem`): one that is not JSON, or holds
+unexpected fields or types, is reported once with a `ValidationCacheWarning` naming the file,
+and ignored: the load validates again and the record is rewritten.
+
 Example:
     >>> from nnterp import validation_cache
     >>> validation_cache.clear()          # forget every stored validation
@@ -27,6 +31,8 @@ import inspect
 import json
 import os
 import tempfile
+import typing
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +57,14 @@ _CHECKING_MODULES = (
     "nnterp.attention",
     "nnterp.standardized_transformer",
 )
+
+
+class ValidationCacheWarning(UserWarning):
+    """A stored validation record was unusable and was ignored (the model is validated again
+    and the record rewritten)."""
+
+
+_reported: set[str] = set()
 
 
 def enabled() -> bool:
@@ -99,17 +113,96 @@ def key_for(model: StandardizedTransformer, rename: dict[Any, Any] | None) -> st
     return hashlib.sha256(encoded).hexdigest()
 
 
+def record_problem(record: Any) -> str | None:
+    """Why ``record`` is not a usable validation record, or None when it is one.
+
+    A record is an object with exactly ``format`` (`RECORD_FORMAT`), ``validated`` (a bool)
+    and ``output_structure`` (an object with exactly the fields of
+    `nnterp.validation.OutputStructure`, each of its declared type).
+
+    Example:
+        >>> record_problem({"format": 2, "validated": True,
+        ...                 "output_structure": {"layer_returns_tuple": True, "layer_tuple_length": 1}}) is None
+        True
+        >>> record_problem({"format": 2, "validated": "yes", "output_structure": {}})
+        '"validated" is a str, not a bool'
+    """
+    from nnterp.validation import OutputStructure
+
+    if not isinstance(record, dict):
+        return f"the record is a {type(record).__name__}, not an object"
+    expected = {"format", "validated", "output_structure"}
+    if set(record) != expected:
+        return _fields_difference("the record", set(record), expected)
+    if record["format"] != RECORD_FORMAT:
+        return f'"format" is {record["format"]!r}, not {RECORD_FORMAT}'
+    if type(record["validated"]) is not bool:
+        return f'"validated" is a {type(record["validated"]).__name__}, not a bool'
+    structure = record["output_structure"]
+    if not isinstance(structure, dict):
+        return f'"output_structure" is a {type(structure).__name__}, not an object'
+    declared = typing.get_type_hints(OutputStructure)
+    if set(structure) != set(declared):
+        return _fields_difference('"output_structure"', set(structure), set(declared))
+    for name, kind in declared.items():
+        if type(structure[name]) is not kind:
+            return f'"output_structure.{name}" is a {type(structure[name]).__name__}, not a {kind.__name__}'
+    return None
+
+
+def _fields_difference(what: str, found: set[str], expected: set[str]) -> str:
+    parts = []
+    if found - expected:
+        parts.append(f"unexpected fields {sorted(found - expected)}")
+    if expected - found:
+        parts.append(f"missing fields {sorted(expected - found)}")
+    return f"{what} has {' and '.join(parts)}"
+
+
 def recall(key: str | None) -> dict[str, Any] | None:
-    """The stored record for ``key``, or None (no key, no record, unreadable, or the cache is off)."""
+    """The stored record for ``key``, or None (no key, no record, or the cache is off).
+
+    A record that is not JSON or fails `record_problem` is reported once per file with a
+    `ValidationCacheWarning` and treated as absent, so the caller validates again and
+    `remember` overwrites it.
+
+    Example:
+        >>> recall(key_for(model, None))["output_structure"]
+        {'layer_returns_tuple': True, 'layer_tuple_length': 1}
+    """
     if key is None or not enabled():
         return None
+    path = directory() / f"{key}.json"
     try:
-        record = json.loads((directory() / f"{key}.json").read_text())
-    except (OSError, ValueError):
+        text = path.read_text()
+    except FileNotFoundError:
         return None
-    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
+    except (OSError, UnicodeDecodeError) as error:
+        _report(path, f"it cannot be read ({error})")
+        return None
+    try:
+        record = json.loads(text)
+    except ValueError as error:
+        _report(path, f"it is not valid JSON ({error})")
+        return None
+    problem = record_problem(record)
+    if problem is not None:
+        _report(path, problem)
         return None
     return record
+
+
+def _report(path: Path, problem: str) -> None:
+    if str(path) in _reported:
+        return
+    _reported.add(str(path))
+    warnings.warn(
+        f"nnterp's stored validation record {path} was ignored: {problem}. The model is "
+        f"validated again and the record rewritten; `nnterp.validation_cache.clear()` deletes "
+        f"every record.",
+        ValidationCacheWarning,
+        stacklevel=4,
+    )
 
 
 def remember(key: str | None, record: dict[str, Any]) -> None:
@@ -180,4 +273,15 @@ def _checking_code_hash() -> str:
     return digest.hexdigest()
 
 
-__all__ = ["ENV_SWITCH", "RECORD_FORMAT", "clear", "directory", "enabled", "key_for", "recall", "remember"]
+__all__ = [
+    "ENV_SWITCH",
+    "RECORD_FORMAT",
+    "ValidationCacheWarning",
+    "clear",
+    "directory",
+    "enabled",
+    "key_for",
+    "recall",
+    "record_problem",
+    "remember",
+]
