@@ -40,7 +40,7 @@ def test_patching_a_prompt_into_itself_reproduces_it(pair, hf_run):
         torch.testing.assert_close(from_source[0, layer], expected, atol=1e-5, rtol=0)
     # Every position, with the prompt's own hidden states given as latents.
     for position in range(run.ids.shape[1]):
-        latents = torch.stack([hidden[position] for hidden in run.layer_outputs])[None]
+        latents = torch.stack([hidden[position] for hidden in run.layer_outputs])[:, None]  # (layers, 1, hidden)
         patched = patchscope_lens(model, target_patch_prompts=TargetPrompt(SOURCE, position), latents=latents)
         torch.testing.assert_close(patched[0], expected.expand(model.num_layers, -1), atol=1e-5, rtol=0)
 
@@ -48,7 +48,7 @@ def test_patching_a_prompt_into_itself_reproduces_it(pair, hf_run):
 def test_repeat_prompt_matches_a_hand_patch(pair, hf_run, prompts):
     model, hf_model = pair
     target = repeat_prompt()
-    assert target == TargetPrompt("king king\nhello hello\nworld world\n?", -1)
+    assert target == TargetPrompt("king king\n1135 1135\nhello hello\n?", -1)  # nnterp 1.x's words
     probs = patchscope_lens(model, prompts, target)
     assert probs.shape == (len(prompts), model.num_layers, model.vocab_size)
     unpatched = hf_run(hf_model, target.prompt).logits[-1].softmax(-1)
@@ -64,15 +64,15 @@ def test_repeat_prompt_matches_a_hand_patch(pair, hf_run, prompts):
 def test_layer_subset_and_a_single_latent_for_several_targets(pair, hf_run):
     model, hf_model = pair
     targets = [TargetPrompt("The cat sat on the mat", 2), TargetPrompt("Hello world", -2)]
-    latents = torch.randn(1, model.num_layers, model.hidden_size)
+    latents = torch.randn(model.num_layers, 1, model.hidden_size)  # 1.x's (layers, sources, hidden)
     probs = patchscope_lens(model, target_patch_prompts=targets, layers=[1], latents=latents)
     assert probs.shape == (2, 1, model.vocab_size)
     for row, target in enumerate(targets):
-        edit = patch_at(1, target.index_to_patch, latents[0, 1])
+        edit = patch_at(1, target.index_to_patch, latents[1, 0])
         expected = hf_run(hf_model, target.prompt, edit).logits[-1].softmax(-1)
         torch.testing.assert_close(probs[row, 0], expected, atol=1e-5, rtol=0)
     # Latents given for the requested layers only mean the same thing.
-    again = patchscope_lens(model, target_patch_prompts=targets, layers=[1], latents=latents[:, 1:])
+    again = patchscope_lens(model, target_patch_prompts=targets, layers=[1], latents=latents[1:])
     assert torch.equal(again, probs)
 
 
@@ -95,8 +95,9 @@ def test_generate_matches_a_hand_patched_generation(pair, hf_run, prompts):
         source = hf_run(hf_model, prompt)
         for layer, ids in generations.items():
             edit = patch_at(layer, -1, source.layer_outputs[layer][-1])
-            expected = hf_run(hf_model, target.prompt, edit, steps=4).generated
-            assert ids[row].tolist() == expected.tolist()
+            run = hf_run(hf_model, target.prompt, edit, steps=4)
+            # nnterp 1.x's layout: the target prompt's ids, then the generated ones.
+            assert ids[row].tolist() == run.ids[0].tolist() + run.generated.tolist()
 
 
 def test_target_prompt_batch_forms():
@@ -130,7 +131,7 @@ def test_chat_variant_uses_the_template():
 
 
 def test_bad_arguments_raise_typed_errors(model):
-    latents = torch.zeros(1, model.num_layers, model.hidden_size)
+    latents = torch.zeros(model.num_layers, 1, model.hidden_size)
     with pytest.raises(InvalidInputError, match="exactly one of source_prompts or latents"):
         patchscope_lens(model, SOURCE, latents=latents)
     with pytest.raises(InvalidInputError, match="exactly one"):
@@ -138,7 +139,7 @@ def test_bad_arguments_raise_typed_errors(model):
     with pytest.raises(InvalidInputError, match="2 sources but 3 target prompts"):
         patchscope_lens(model, ["a", "b"], [TargetPrompt("x", -1)] * 3)
     with pytest.raises(InvalidInputError, match="hidden size"):
-        patchscope_lens(model, latents=torch.zeros(1, model.num_layers, 3))
+        patchscope_lens(model, latents=torch.zeros(model.num_layers, 1, 3))
     with pytest.raises(TokenPositionError, match="index_to_patch 5 is outside prompt 0"):
         patchscope_lens(model, SOURCE, TargetPrompt("Hello", 5))
 

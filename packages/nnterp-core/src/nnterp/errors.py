@@ -37,9 +37,37 @@ class TokenPositionError(InvalidInputError, IndexError):
     """
 
 
+class TokenIdError(InvalidInputError, IndexError):
+    """A token id is outside the model's vocabulary (``0 <= id < vocab_size``).
+
+    Both an ``InvalidInputError`` (a ``ValueError``) and an ``IndexError``.
+    """
+
+
+class ModelLoadError(NnterpError, OSError):
+    """A model could not be loaded: the path is missing, holds no weights, needs remote code
+    that ``trust_remote_code`` does not allow, ... The message says which and how to fix it.
+
+    Also an ``OSError``, what transformers raises for most of these.
+    """
+
+
+class TraceError(NnterpError, RuntimeError):
+    """NNsight refused what a trace body did (a module read out of forward order, a value
+    read outside a trace). The message keeps NNsight's text and adds the fix."""
+
+
 class UnavailableComponentError(NnterpError, AttributeError):
     """The architecture has no such component (e.g. attention in a state-space model)."""
 
 
 class PluginError(NnterpError):
     """A plugin registered something inconsistent (e.g. two specs for one class)."""
+
+
+class TokenizationError(InvalidInputError, ValueError):
+    """A word cannot be turned into the token ids nnterp tracks (e.g. it tokenizes to nothing).
+
+    Raised by `nnterp.prompt_utils.get_first_tokens`, and importable from
+    ``nnterp.prompt_utils`` as in nnterp 1.x. An `InvalidInputError`, hence a ``ValueError``.
+    """

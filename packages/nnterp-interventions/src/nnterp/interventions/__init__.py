@@ -20,11 +20,12 @@ from nnterp.interventions.gradients import GradientResult, compute_gradients
 from nnterp.interventions.lens import logit_lens
 from nnterp.interventions.metrics import evaluate_metric, logit_difference, token_logit
 from nnterp.interventions.patching import activation_patching, head_patching, run_with_patches
-from nnterp.interventions.patchscope import patchscope_generate, patchscope_lens
+from nnterp.interventions.patchscope import patch_object_attn_lens, patchscope_generate, patchscope_lens
 from nnterp.interventions.steering import steer
 from nnterp.interventions.target_prompts import (
     TargetPrompt,
     TargetPromptBatch,
+    it_repeat_prompt,
     repeat_prompt,
     repeat_prompt_chat,
 )
@@ -41,9 +42,11 @@ __all__ = [
     "decompose_residual",
     "evaluate_metric",
     "head_patching",
+    "it_repeat_prompt",
     "logit_attribution",
     "logit_difference",
     "logit_lens",
+    "patch_object_attn_lens",
     "patchscope_generate",
     "patchscope_lens",
     "repeat_prompt",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
+
+from nnterp.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
@@ -18,6 +21,8 @@ def steer(
     factor: float = 1,
     token_positions: int | Sequence[int] | None = None,
     batch_index: int | Sequence[int] | None = None,
+    *,
+    positions: int | Sequence[int] | None = None,
 ) -> None:
     """Add ``factor * steering_vector`` to the output of each of ``layers``; call inside a trace.
 
@@ -31,9 +36,13 @@ def steer(
         token_positions: positions to steer, counted within each prompt (``0``: its first
             real token, ``-1``: its last, whatever the left padding); default all columns.
         batch_index: rows of the batch to steer (default all).
+        positions: nnterp 1.x's deprecated name of ``token_positions`` (warns).
+
+    Warns:
+        DeprecationWarning: ``positions=`` was used.
 
     Raises:
-        InvalidInputError: wrong vector size, empty lists, positions asked after a module in
+        InvalidInputError: both ``positions`` and ``token_positions``; wrong vector size, empty lists, positions asked after a module in
             a trace with several invokes.
         LayerIndexError: a layer or ``batch_index`` out of range.
         TokenPositionError: a position outside a steered prompt's tokens.
@@ -43,6 +52,15 @@ def steer(
         ...     steer(model, layers=[5, 10], steering_vector=vector, factor=1.5)
         ...     logits = model.logits.save()
     """
+    if positions is not None:
+        if token_positions is not None:
+            raise InvalidInputError(
+                "pass token_positions= only: positions= is its deprecated nnterp 1.x name."
+            )
+        warnings.warn(
+            "steer's positions= is deprecated: use token_positions=.", DeprecationWarning, stacklevel=2
+        )
+        token_positions = positions
     model.steer(
         layers,
         steering_vector,
