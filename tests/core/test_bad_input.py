@@ -113,7 +113,7 @@ def spec_pointing_at_missing_module(model):
 def colliding_prompt_targets(model):
     from nnterp.prompt_utils import Prompt
 
-    Prompt.from_strings("The capital of France is", {"target": "Paris", "trap": "Paris"}, model.tokenizer)
+    Prompt.from_strings("The capital of France is", {"target": "Paris", "trap": "Paris"}, model.tokenizer, allow_collisions=False)
 
 
 CASES = [
