@@ -21,6 +21,17 @@ from typing import TYPE_CHECKING, Any
 # separate source trees when installed editable; extending the path lets either layout work.
 __path__ = _pkgutil.extend_path(__path__, __name__)
 
+import sys as _sys  # noqa: E402
+
+from nnterp import compat as _compat  # noqa: E402
+
+# nnterp 1.x (distribution `nnterp`) writes into this same folder: refuse to run a mixture.
+_compat.refuse_legacy_install()
+
+# nnterp 1.x's `nnterp.rename_utils` (RenameConfig, AttnProbFunction) is `nnterp.compat` now.
+rename_utils = _compat
+_sys.modules.setdefault("nnterp.rename_utils", _compat)
+
 from nnterp._sibling_hints import install as _install_sibling_hints  # noqa: E402
 
 _install_sibling_hints()
@@ -42,12 +53,16 @@ _LAZY = {
     "load_shipped_model": "nnterp.default_model",
     "shipped_model_path": "nnterp.default_model",
     "cache_activations": "nnterp.cache",
+    "ModuleAccessor": "nnterp.compat",
+    "RenameConfig": "nnterp.compat",
+    "get_rename_dict": "nnterp.compat",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
 
 if TYPE_CHECKING:
     from nnterp.cache import cache_activations
+    from nnterp.compat import ModuleAccessor, RenameConfig, get_rename_dict
     from nnterp.default_model import load_default_model, load_gemma3_270m, load_shipped_model, shipped_model_path
     from nnterp.errors import (
         InvalidInputError,

@@ -1,4 +1,5 @@
-"""Functional helpers over a `StandardizedTransformer`, and fast activation collection.
+"""Functional helpers over a `StandardizedTransformer` (or a plain NNsight model with Llama
+naming), and fast activation collection: nnterp 1.x's ``nnterp.nnsight_utils``, every name.
 
 The getters mirror the accessors (``get_layer_output(model, i)`` is ``model.layers_output[i]``)
 for code written in the functional style of nnterp 1.x; they are used inside a trace.
@@ -12,102 +13,251 @@ Example:
 
 from __future__ import annotations
 
-
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from nnterp.accessors import normalize_layer
+from nnterp.accessors import first_tensor, normalize_layer, replace_first
+from nnterp.compat import ModuleAccessor, RenameConfig, get_rename_dict
 from nnterp.errors import InvalidInputError
-from nnterp.inputs import layer_indices, prompt_list
+from nnterp.inputs import layer_indices, normalize_index, prompt_list
 from nnterp.positions import absolute_positions, as_position_list
 from nnterp.tracing import free_stopped_forward, single_forward_options
 
-if TYPE_CHECKING:
+#: nnterp 1.x's type of traced values; in nnsight 0.8 they are real tensors.
+TraceTensor = torch.Tensor
+
+#: A function reading one layer's activations inside a trace: ``(model, layer) -> (batch, seq, dim)``.
+GetModuleOutput = Callable[[Any, int], torch.Tensor]
+
+
+def _standardized(model: Any) -> bool:
     from nnterp.standardized_transformer import StandardizedTransformer
 
-
-def get_num_layers(model: StandardizedTransformer) -> int:
-    """Number of decoder layers."""
-    return model.num_layers
+    return isinstance(model, StandardizedTransformer)
 
 
-def get_layer(model: StandardizedTransformer, layer: int) -> Any:
-    """The envoy of decoder layer ``layer``."""
-    return model.layers[normalize_layer(model, layer)]
+def unpack_tuple(tensor_or_tuple: Any) -> Any:
+    """The hidden state of a module output: the value itself, or a tuple's first element.
+
+    Example:
+        >>> unpack_tuple((hidden, cache)) is hidden
+        True
+    """
+    return first_tensor(tensor_or_tuple)
 
 
-def get_layer_input(model: StandardizedTransformer, layer: int) -> torch.Tensor:
+def get_embed_tokens(model: Any) -> Any:
+    """The token embedding module (envoy).
+
+    On a plain NNsight model (Llama naming, as in nnterp 1.x) it is ``model.model.embed_tokens``.
+    """
+    if _standardized(model) or _has_child(model, "embed_tokens"):
+        return model.embed_tokens
+    return model.model.embed_tokens
+
+
+def get_layers(model: Any) -> Any:
+    """The decoder layers (envoys); ``model.model.layers`` on a plain NNsight model."""
+    if _standardized(model):
+        return model.layers
+    return model.model.layers
+
+
+def get_num_layers(model: Any) -> int:
+    """Number of decoder layers.
+
+    Example:
+        >>> get_num_layers(model)
+        30
+    """
+    if _standardized(model):
+        return model.num_layers
+    return len(get_layers(model))
+
+
+def get_layer(model: Any, layer: int) -> Any:
+    """The envoy of decoder layer ``layer`` (negative counts from the end)."""
+    return get_layers(model)[normalize_index(layer, get_num_layers(model), "layer")]
+
+
+def get_layer_input(model: Any, layer: int) -> torch.Tensor:
     """Hidden state entering ``layer``: (batch, seq, hidden). Inside a trace."""
-    return model.layers_input[layer]
+    if _standardized(model):
+        return model.layers_input[layer]
+    return get_layer(model, layer).input
 
 
-def get_layer_output(model: StandardizedTransformer, layer: int) -> torch.Tensor:
-    """Hidden state leaving ``layer``: (batch, seq, hidden). Inside a trace."""
-    return model.layers_output[layer]
+def get_layer_output(model: Any, layer: int) -> torch.Tensor:
+    """Hidden state leaving ``layer`` (the residual stream): (batch, seq, hidden). Inside a trace.
+
+    Example:
+        >>> with model.trace("Hello"):
+        ...     h = get_layer_output(model, 3).save()
+    """
+    if _standardized(model):
+        return model.layers_output[layer]
+    return unpack_tuple(get_layer(model, layer).output)
 
 
-def get_attention_output(model: StandardizedTransformer, layer: int) -> torch.Tensor:
-    """Output of ``layer``'s attention module: (batch, seq, hidden). Inside a trace."""
-    return model.attentions_output[layer]
+def set_layer_output(model: Any, layer: int, tensor: torch.Tensor) -> None:
+    """Replace what ``layer`` returns by ``tensor`` (batch, seq, hidden), inside a trace; a
+    tuple output keeps its other elements.
+
+    Example:
+        >>> with model.trace("Hello"):
+        ...     set_layer_output(model, 5, get_layer_output(model, 2))    # skip layers 3-5
+    """
+    if _standardized(model):
+        model.layers_output[layer] = tensor
+        return
+    envoy = get_layer(model, layer)
+    envoy.output = replace_first(envoy.output, tensor)
 
 
-def get_mlp_output(model: StandardizedTransformer, layer: int) -> torch.Tensor:
-    """Output of ``layer``'s MLP module: (batch, seq, hidden). Inside a trace."""
-    return model.mlps_output[layer]
+def get_attention(model: Any, layer: int) -> Any:
+    """The attention module (envoy) of ``layer``.
+
+    Raises:
+        UnavailableComponentError: the layer has no softmax attention (state-space / hybrid).
+    """
+    if _standardized(model):
+        return model._attention(normalize_layer(model, layer))
+    return get_layer(model, layer).self_attn
 
 
-def get_logits(model: StandardizedTransformer) -> torch.Tensor:
+def get_attention_output(model: Any, layer: int) -> torch.Tensor:
+    """What ``layer``'s attention adds to the residual stream: (batch, seq, hidden). Inside a trace.
+
+    On a `StandardizedTransformer` this is ``model.attentions_output[layer]`` (the attention
+    module's output on Llama-like and GPT-2 blocks; see docs/migration.md for the families where
+    it differs from the raw module output). On a plain NNsight model: the ``self_attn`` module's
+    output.
+    """
+    if _standardized(model):
+        return model.attentions_output[layer]
+    return unpack_tuple(get_attention(model, layer).output)
+
+
+def get_mlp(model: Any, layer: int) -> Any:
+    """The MLP module (envoy) of ``layer``."""
+    if _standardized(model):
+        return model._mlp(normalize_layer(model, layer))
+    return get_layer(model, layer).mlp
+
+
+def get_mlp_output(model: Any, layer: int) -> torch.Tensor:
+    """What ``layer``'s MLP adds to the residual stream: (batch, seq, hidden). Inside a trace.
+
+    ``model.mlps_output[layer]`` on a `StandardizedTransformer`; the ``mlp`` module's output on
+    a plain NNsight model.
+    """
+    if _standardized(model):
+        return model.mlps_output[layer]
+    return unpack_tuple(get_mlp(model, layer).output)
+
+
+def get_logits(model: Any) -> torch.Tensor:
     """The model's logits: (batch, seq, vocab). Inside a trace."""
-    return model.logits
+    if _standardized(model):
+        return model.logits
+    return model.output.logits
 
 
-def get_next_token_probs(model: StandardizedTransformer) -> torch.Tensor:
+def get_unembed_norm(model: Any) -> Any:
+    """The final norm (envoy); ``model.model.norm`` on a plain NNsight model."""
+    if _standardized(model):
+        return model.ln_final
+    return model.model.norm
+
+
+def get_unembed(model: Any) -> Any:
+    """The unembedding (envoy), ``lm_head``."""
+    return model.lm_head
+
+
+def get_next_token_probs(model: Any) -> torch.Tensor:
     """Next-token probabilities at the last position: (batch, vocab). Inside a trace."""
-    return model.next_token_probs
+    if _standardized(model):
+        return model.next_token_probs
+    return get_logits(model)[:, -1, :].softmax(-1)
 
 
-def project_on_vocab(model: StandardizedTransformer, hidden_states: torch.Tensor) -> torch.Tensor:
-    """Logits of a residual-stream state through ``ln_final`` and ``lm_head``: (..., vocab)."""
-    return model.project_on_vocab(hidden_states)
+def project_on_vocab(model: Any, hidden_states: torch.Tensor) -> torch.Tensor:
+    """Logits of a residual-stream state through the final norm and ``lm_head``: (..., vocab).
+
+    On a `StandardizedTransformer`, also the model's own logit post-processing (soft-capping,
+    scaling), so the last layer's projection equals the logits.
+    """
+    if _standardized(model):
+        return model.project_on_vocab(hidden_states)
+    return model.lm_head(get_unembed_norm(model)(hidden_states))
+
+
+def _has_child(model: Any, name: str) -> bool:
+    try:
+        getattr(model, name)
+    except AttributeError:
+        return False
+    return True
 
 
 def _token_columns(attention_mask: torch.Tensor, idx: int) -> torch.Tensor:
-    """Per row, the column of token ``idx`` counted over the row's real tokens (left padding)."""
+    """Per row, the column of token ``idx`` counted over the row's real tokens.
+
+    Left padding is nnterp's; a right-padded mask (a plain NNsight model whose tokenizer pads
+    right) is read mirrored, so ``idx`` still counts within each prompt.
+    """
     positions = as_position_list(idx, "idx")
     if len(positions) != 1:
         raise InvalidInputError(f"idx must be one token position (an int, -1 for the last), got {idx!r}")
     relative = torch.full((attention_mask.shape[0], 1), positions[0])
-    return absolute_positions(attention_mask, relative, "idx")[:, 0]
+    mask = attention_mask.to(torch.long).cpu()
+    pads_after = bool((mask[:, 1:] < mask[:, :-1]).any())
+    pads_before = bool((mask[:, 1:] > mask[:, :-1]).any())
+    if pads_after and not pads_before:
+        mirrored = absolute_positions(mask.flip(1), -relative - 1, "idx")
+        return (mask.shape[1] - 1 - mirrored)[:, 0]
+    return absolute_positions(mask, relative, "idx")[:, 0]
 
 
-def encode(model: StandardizedTransformer, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+def encode(model: Any, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
     """Tokenize ``prompts`` as one left-padded batch: ``input_ids`` and ``attention_mask`` (batch, seq)."""
     for prompt in prompts:
         if not prompt:
             raise InvalidInputError("a prompt is an empty string: give every prompt some text.")
-    encoding = model.tokenizer(list(prompts), return_tensors="pt", padding=True)
+    encoding = model.tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left")
     return {"input_ids": encoding["input_ids"], "attention_mask": encoding["attention_mask"]}
 
 
+def _trace_options(model: Any, remote: bool) -> dict[str, Any]:
+    options = single_forward_options(model)
+    if remote:
+        options["remote"] = True
+    return options
+
+
 def _collect_batch(
-    model: StandardizedTransformer,
+    model: Any,
     encoding: dict[str, torch.Tensor],
     layers: list[int],
     idx: int,
     stop_early: bool,
+    get_activations: GetModuleOutput | None = None,
+    remote: bool = False,
 ) -> torch.Tensor:
     positions = _token_columns(encoding["attention_mask"], idx)
     rows = torch.arange(positions.shape[0])
+    read = get_activations or get_layer_output
     last = max(layers)
     import nnsight  # lazily, as the trace itself does: importing this module must not load nnsight
 
     saved: dict[int, Any] = {}
-    with torch.no_grad(), model.trace(dict(encoding), **single_forward_options(model)) as tracer:
+    with torch.no_grad(), model.trace(dict(encoding), **_trace_options(model, remote)) as tracer:
         for layer in sorted(set(layers)):
-            hidden = model.layers_output[layer]
+            hidden = read(model, layer)
             saved[layer] = nnsight.save(hidden[rows.to(hidden.device), positions.to(hidden.device)])
             if stop_early and layer == last:
                 tracer.stop()
@@ -116,42 +266,106 @@ def _collect_batch(
     return torch.stack([saved[layer] for layer in layers])
 
 
-def get_token_activations(
-    model: StandardizedTransformer,
-    prompts: str | Sequence[str],
-    idx: int = -1,
-    layers: int | Sequence[int] | None = None,
-) -> torch.Tensor:
-    """Residual-stream activations at one token of each prompt, for every requested layer.
+def _mask_in_trace(model: Any, idx: int) -> torch.Tensor | None:
+    """The traced forward's attention mask, or ``None`` where columns need none (a plain
+    NNsight model padding left, asked for a position counted from the end)."""
+    if _standardized(model):
+        from nnterp.positions import traced_attention_mask
 
-    Runs one forward that stops after the last requested layer (no unembedding).
+        return traced_attention_mask(model, "get_token_activations(tracer=...)'s idx")
+    if idx < 0 and getattr(model.tokenizer, "padding_side", "left") == "left":
+        return None
+    args, kwargs = model.inputs
+    kwargs = kwargs if isinstance(kwargs, dict) else {}
+    mask = kwargs.get("attention_mask")
+    if isinstance(mask, torch.Tensor):
+        return mask
+    input_ids = kwargs.get("input_ids", args[0] if args else None)
+    if not isinstance(input_ids, torch.Tensor):
+        raise InvalidInputError(
+            "get_token_activations(tracer=...) found neither an attention mask nor input ids in this "
+            "trace's input: trace tokenized prompts (strings, or input_ids with attention_mask)."
+        )
+    return torch.ones_like(input_ids)
+
+
+def _activations_in_trace(model: Any, layers: list[int], read: GetModuleOutput, idx: int) -> torch.Tensor:
+    mask = _mask_in_trace(model, idx)
+    picked: dict[int, torch.Tensor] = {}
+    for layer in sorted(set(layers)):
+        hidden = read(model, layer)
+        if mask is None:
+            picked[layer] = hidden[:, idx]
+        else:
+            columns = _token_columns(mask, idx).to(hidden.device)
+            picked[layer] = hidden[torch.arange(columns.shape[0], device=hidden.device), columns]
+    device = picked[layers[0]].device
+    return torch.stack([picked[layer].to(device) for layer in layers])
+
+
+def get_token_activations(
+    model: Any,
+    prompts: str | Sequence[str] | None = None,
+    layers: int | Sequence[int] | None = None,
+    get_activations: GetModuleOutput | None = None,
+    remote: bool = False,
+    idx: int | None = None,
+    tracer: Any = None,
+) -> torch.Tensor:
+    """Activations at one token of each prompt, for every requested layer (nnterp 1.x's signature).
+
+    Without ``tracer``: one forward that stops after the last requested layer (no unembedding),
+    results moved to the CPU (as in nnterp 1.x), with no graph. With ``tracer`` (inside an open
+    ``model.trace(...)``): the activations of that trace's forward, as values to compute with
+    there (call it before reading any module when the trace has several invokes).
 
     Args:
-        model: the `StandardizedTransformer`.
-        prompts: a prompt or a list of prompts (one batch).
-        idx: the token, counted over each prompt's own tokens (``-1``: last; ``0``: first).
+        model: a `StandardizedTransformer`, or a plain NNsight model with Llama naming.
+        prompts: a prompt or a list of prompts (one batch); ignored with ``tracer``.
         layers: layer indices (default all), negative allowed.
+        get_activations: ``f(model, layer)`` giving (batch, seq, dim) inside a trace; default
+            `get_layer_output` (the residual stream), e.g. `get_mlp_output`.
+        remote: run on NDIF.
+        idx: the token, counted over each prompt's own tokens (default ``-1``: last; ``0``: first).
+        tracer: an open tracer of ``model`` to read from instead of running a forward.
 
     Returns:
-        (num_layers, batch, hidden) tensor, in the order of ``layers``.
+        (num_layers, batch, dim) tensor, in the order of ``layers``.
+
+    Raises:
+        InvalidInputError: neither ``prompts`` nor ``tracer``; bad prompts or ``idx``.
+        TokenPositionError: ``idx`` outside a prompt.
 
     Example:
-        >>> acts = get_token_activations(model, ["The capital of France is"], idx=-1, layers=[0, 5])
+        >>> acts = get_token_activations(model, ["The capital of France is"], layers=[0, 5])
         >>> acts.shape
         torch.Size([2, 1, 576])
+        >>> with model.trace(["The capital of France is", "Hi"]) as tracer:
+        ...     lens = model.project_on_vocab(get_token_activations(model, tracer=tracer)).save()
     """
+    position = -1 if idx is None else idx
+    chosen = layer_indices(get_num_layers(model), layers)
+    read = get_activations or get_layer_output
+    if tracer is not None:
+        return _activations_in_trace(model, chosen, read, position)
+    if prompts is None:
+        raise InvalidInputError(
+            "get_token_activations needs prompts=..., or tracer=... when called inside an open trace."
+        )
     texts = prompt_list(prompts)
-    chosen = layer_indices(model.num_layers, layers)
-    return _collect_batch(model, encode(model, texts), chosen, idx, stop_early=True)
+    return _collect_batch(model, encode(model, texts), chosen, position, True, get_activations, remote).cpu()
 
 
 def collect_token_activations_batched(
-    model: StandardizedTransformer,
+    model: Any,
     prompts: Sequence[str],
     batch_size: int = 32,
     layers: int | Sequence[int] | None = None,
-    idx: int = -1,
-    tqdm: bool = True,
+    get_activations: GetModuleOutput | None = None,
+    remote: bool = False,
+    idx: int | None = None,
+    tqdm: bool | Callable[[Any], Any] | None = True,
+    use_session: bool = True,
     sort_by_length: bool = True,
     device: str | torch.device | None = "cpu",
     dtype: torch.dtype | None = None,
@@ -164,13 +378,17 @@ def collect_token_activations_batched(
     Args:
         prompts: the prompts.
         batch_size: prompts per forward.
-        layers, idx: as in `get_token_activations`.
-        tqdm: show a progress bar.
+        layers, get_activations, idx: as in `get_token_activations`.
+        remote: run on NDIF; with ``use_session`` (nnterp 1.x's default) all batches go in one
+            NNsight session (`collect_last_token_activations_session`).
+        tqdm: show a progress bar (``True``/``False``), or nnterp 1.x's form: a progress-bar
+            function such as ``tqdm.tqdm`` (``None``: no bar).
+        use_session: see ``remote``; no effect on local runs.
         sort_by_length: group prompts of similar length (set False to batch in the given order).
         device, dtype: where and how results are kept (default CPU, the model's dtype).
 
     Returns:
-        (num_layers, num_prompts, hidden) tensor.
+        (num_layers, num_prompts, dim) tensor.
 
     Example:
         >>> acts = collect_token_activations_batched(model, prompts, batch_size=16, layers=[3, 9, 11])
@@ -178,7 +396,10 @@ def collect_token_activations_batched(
     texts = prompt_list(prompts)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidInputError(f"batch_size must be a positive int, got {batch_size!r}")
-    chosen = layer_indices(model.num_layers, layers)
+    if remote and use_session:
+        return collect_last_token_activations_session(model, texts, batch_size, layers, get_activations, True, idx)
+    chosen = layer_indices(get_num_layers(model), layers)
+    position = -1 if idx is None else idx
     order = list(range(len(texts)))
     if sort_by_length:
         lengths = [len(ids) for ids in model.tokenizer(texts)["input_ids"]]
@@ -190,7 +411,8 @@ def collect_token_activations_batched(
     batches = range(0, len(texts), batch_size)
     for start in _progress(batches, tqdm, "collecting activations"):
         indices = order[start : start + batch_size]
-        activations = _collect_batch(model, encode(model, [texts[i] for i in indices]), chosen, idx, True)
+        encoding = encode(model, [texts[i] for i in indices])
+        activations = _collect_batch(model, encoding, chosen, position, True, get_activations, remote)
         activations = activations.to(device=device if device is not None else activations.device)
         if dtype is not None:
             activations = activations.to(dtype)
@@ -201,5 +423,121 @@ def collect_token_activations_batched(
     return result
 
 
-def _progress(iterable: Any, enabled: bool, description: str) -> Any:
+def collect_last_token_activations_session(
+    model: Any,
+    prompts: Sequence[str],
+    batch_size: int,
+    layers: int | Sequence[int] | None = None,
+    get_activations: GetModuleOutput | None = None,
+    remote: bool = False,
+    idx: int | None = None,
+) -> torch.Tensor:
+    """Activations at token ``idx`` of every prompt, batch by batch in one NNsight session
+    (one request on NDIF with ``remote=True``), in the given order.
+
+    Args:
+        prompts, batch_size: the prompts and how many go in one forward.
+        layers, get_activations, remote, idx: as in `get_token_activations` (``idx`` default -1).
+
+    Returns:
+        (num_layers, num_prompts, dim) tensor, on the CPU.
+
+    Example:
+        >>> acts = collect_last_token_activations_session(model, prompts, batch_size=8, layers=[2])
+    """
+    import nnsight
+
+    texts = prompt_list(prompts)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidInputError(f"batch_size must be a positive int, got {batch_size!r}")
+    chosen = layer_indices(get_num_layers(model), layers)
+    position = -1 if idx is None else idx
+    read = get_activations or get_layer_output
+    encodings = [encode(model, texts[start : start + batch_size]) for start in range(0, len(texts), batch_size)]
+    columns = [_token_columns(encoding["attention_mask"], position) for encoding in encodings]
+    with torch.no_grad(), model.session(remote=remote):
+        batches: list[Any] = []
+        for encoding, cols in zip(encodings, columns):
+            rows = torch.arange(cols.shape[0])
+            with model.trace(dict(encoding), **single_forward_options(model)):
+                picked = {}
+                for layer in sorted(set(chosen)):
+                    hidden = read(model, layer)
+                    picked[layer] = hidden[rows.to(hidden.device), cols.to(hidden.device)].cpu()
+                batches.append(nnsight.save(torch.stack([picked[layer] for layer in chosen])))
+        result = nnsight.save(torch.cat(batches, dim=1))
+    return result
+
+
+def compute_next_token_probs(model: Any, prompt: str | Sequence[str], remote: bool = False) -> torch.Tensor:
+    """Next-token probabilities after each prompt (one forward): (batch, vocab), on the CPU.
+
+    Example:
+        >>> probs = compute_next_token_probs(model, ["The capital of France is"])
+        >>> probs.shape
+        torch.Size([1, 49152])
+    """
+    import nnsight
+
+    texts = prompt_list(prompt)
+    options = {"remote": True} if remote else {}
+    with torch.no_grad(), model.trace(dict(encode(model, texts)), **options):
+        probs = nnsight.save(get_next_token_probs(model).cpu())
+    return probs
+
+
+def _progress(iterable: Any, enabled: bool | Callable[[Any], Any] | None, description: str) -> Any:
+    if callable(enabled):
+        return enabled(iterable)
     return tqdm(iterable, desc=description, disable=not enabled)
+
+
+#: 1.x re-exported these from here; they load NNsight, so only on first use.
+_LAZY = {
+    "StandardizedTransformer": ("nnterp.standardized_transformer", "StandardizedTransformer"),
+    "LanguageModel": ("nnsight", "LanguageModel"),
+    "NNsight": ("nnsight", "NNsight"),
+    "Envoy": ("nnsight", "Envoy"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'nnterp.nnsight_utils' has no attribute {name!r}")
+    import importlib
+
+    module_name, attribute = _LAZY[name]
+    value = getattr(importlib.import_module(module_name), attribute)
+    globals()[name] = value
+    return value
+
+
+__all__ = [
+    "GetModuleOutput",
+    "ModuleAccessor",
+    "RenameConfig",
+    "TraceTensor",
+    "collect_last_token_activations_session",
+    "collect_token_activations_batched",
+    "compute_next_token_probs",
+    "encode",
+    "get_attention",
+    "get_attention_output",
+    "get_embed_tokens",
+    "get_layer",
+    "get_layer_input",
+    "get_layer_output",
+    "get_layers",
+    "get_logits",
+    "get_mlp",
+    "get_mlp_output",
+    "get_next_token_probs",
+    "get_num_layers",
+    "get_rename_dict",
+    "get_token_activations",
+    "get_unembed",
+    "get_unembed_norm",
+    "project_on_vocab",
+    "set_layer_output",
+    "unpack_tuple",
+]
