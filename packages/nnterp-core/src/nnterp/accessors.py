@@ -7,18 +7,36 @@ whose first element is the hidden state: the tuple is rebuilt around the new ten
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
 from nnterp.errors import InvalidInputError
-from nnterp.inputs import normalize_index
+from nnterp.inputs import nnsight_error, normalize_index
 from nnterp.nnsight_seams import run_state
 
 if TYPE_CHECKING:
     from nnterp.spec import Contribution
     from nnterp.standardized_transformer import StandardizedTransformer
+
+
+def _outside_trace_checked(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` with nnsight's "outside of interleaving" error (an accessor used outside
+    ``model.trace``) re-raised as nnterp's `TraceError`, which says the fix."""
+
+    @functools.wraps(method)
+    def checked(self: Any, *args: Any) -> Any:
+        try:
+            return method(self, *args)
+        except ValueError as error:
+            converted = nnsight_error(error)
+            if converted is None:
+                raise
+            raise converted from error
+
+    return checked
 
 
 def first_tensor(value: Any) -> Any:
@@ -81,6 +99,7 @@ class LayerAccessor:
         """The envoy read or written for ``layer``."""
         return self._module_of(normalize_layer(self._model, layer))
 
+    @_outside_trace_checked
     def __getitem__(self, layer: int) -> torch.Tensor:
         layer = normalize_layer(self._model, layer)
         envoy = self._module_of(layer)
@@ -89,6 +108,7 @@ class LayerAccessor:
             value = unflatten_tokens(value, token_shape(self._model, value))
         return value
 
+    @_outside_trace_checked
     def __setitem__(self, layer: int, value: torch.Tensor) -> None:
         layer = normalize_layer(self._model, layer)
         envoy = self._module_of(layer)
@@ -219,6 +239,7 @@ class ContributionAccessor:
             return None
         return float(getattr(layer_envoy._module, contribution.scale))
 
+    @_outside_trace_checked
     def __getitem__(self, layer: int) -> torch.Tensor:
         layer = normalize_layer(self._model, layer)
         layer_envoy, envoy, contribution = self._locate(layer)
@@ -235,6 +256,7 @@ class ContributionAccessor:
         scale = self._scale(layer_envoy, contribution)
         return value if scale is None else value * scale
 
+    @_outside_trace_checked
     def __setitem__(self, layer: int, value: torch.Tensor) -> None:
         layer = normalize_layer(self._model, layer)
         layer_envoy, envoy, contribution = self._locate(layer)
@@ -289,9 +311,11 @@ class AttentionProbabilitiesAccessor:
         model._before_inside_mixer(layer)
         return locate_probabilities(attention, model.spec.attention_probabilities, layer)
 
+    @_outside_trace_checked
     def __getitem__(self, layer: int) -> torch.Tensor:
         return self._operation(layer).output
 
+    @_outside_trace_checked
     def __setitem__(self, layer: int, value: torch.Tensor) -> None:
         self._operation(layer).output = value
 

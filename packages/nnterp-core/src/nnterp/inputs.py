@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import math
+import numbers
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 
-from nnterp.errors import InvalidInputError, LayerIndexError
+from nnterp.errors import InvalidInputError, LayerIndexError, TokenIdError, TraceError
 
 _POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
 
@@ -38,43 +42,261 @@ def require_causal(model: torch.nn.Module) -> None:
         causal_classes = {n for names in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
                           for n in ([names] if isinstance(names, str) else names)}
         looks_causal = bool(causal_classes.intersection(lineage))
-    if not looks_causal:
+    if looks_causal:
+        return
+    if not isinstance(model, _pretrained_class()):
         raise InvalidInputError(
-            f"{name} is not a causal language model (no next-token head): nnterp needs a "
-            "*ForCausalLM / *LMHeadModel class. Load it with AutoModelForCausalLM."
+            f"{name} is a custom torch.nn.Module, not a transformers *ForCausalLM class: nnterp "
+            "wraps transformers models (it needs their config, generate and tokenizer "
+            "plumbing). Make it one: subclass PreTrainedModel and GenerationMixin with a "
+            "PretrainedConfig and a name ending in ForCausalLM, returning CausalLMOutput(logits=...); "
+            "then describe where its parts live with rename={native path: standard name} (e.g. "
+            "{'blocks': 'layers', 'head': 'lm_head'}) or spec=ArchitectureSpec(...) "
+            "(docs: Adding a model)."
         )
+    has_head = any(hasattr(model, attr) for attr in ("lm_head", "embed_out", "output_projection"))
+    reason = "it is not a *ForCausalLM / *LMHeadModel class" if has_head else "it has no next-token head"
+    raise InvalidInputError(
+        f"{name} is not a causal language model ({reason}): nnterp needs a *ForCausalLM / "
+        "*LMHeadModel class. Load it with AutoModelForCausalLM, or, for your own class, name it "
+        "*ForCausalLM and describe its parts with rename={native path: standard name} or "
+        "spec=ArchitectureSpec(...) (docs: Adding a model)."
+    )
 
 
-def check_prompts(model: Any, prompts: Any) -> None:
-    """Reject empty prompt lists, empty prompts and prompts longer than the model allows."""
-    if isinstance(prompts, str):
-        texts: list[str] = [prompts]
-    elif isinstance(prompts, (list, tuple)) and all(isinstance(p, str) for p in prompts):
-        texts = list(prompts)
-        if not texts:
-            raise InvalidInputError("the prompt list is empty: pass at least one prompt.")
-    else:
-        return  # token ids, encodings, chats: nnsight validates those
+def _pretrained_class() -> type:
+    from transformers import PreTrainedModel
+
+    return PreTrainedModel
+
+
+#: The forms a model's input may take, named in every error about one.
+ACCEPTED_INPUTS = (
+    "a string, a list of strings, token ids (a list of ints, a list of such lists, or an "
+    "integer tensor of shape (seq,) or (batch, seq)), or a tokenizer encoding (a dict with "
+    "'input_ids', e.g. tokenizer(texts, return_tensors='pt', padding=True))"
+)
+
+
+def check_prompts(model: Any, prompts: Any, name: str = "prompts") -> None:
+    """Check a model input at nnterp's boundary, in every form ``model.trace`` takes.
+
+    Strings, lists of strings, token-id lists / tensors and encodings all get the same checks:
+    a known form (see `ACCEPTED_INPUTS`), nothing empty, token ids inside the vocabulary, and
+    a length within the model's context: past ``max_positions`` it is an error for a model
+    with learned position embeddings (they have no row for it) and a ``UserWarning`` for the
+    others (RoPE, ALiBi: they run, but past the context they were trained on).
+
+    Args:
+        model: the `StandardizedTransformer` (``tokenizer``, ``max_positions``, ``_module``).
+        prompts: the input.
+        name: the argument's name, for errors.
+
+    Raises:
+        InvalidInputError: an unknown form, an empty input, or too long for learned positions.
+        TokenIdError: a token id outside the vocabulary.
+
+    Example:
+        >>> check_prompts(model, torch.tensor([[5, 6, 7]]))          # fine: returns None
+        >>> check_prompts(model, 5)
+        Traceback (most recent call last):
+        InvalidInputError: prompts must be a string, a list of strings, token ids ...; got int
+    """
+    texts, rows = _input_rows(prompts, name)
     for index, text in enumerate(texts):
         if not text:
             raise InvalidInputError(
-                f"prompt {index} is an empty string: a causal LM needs at least one token to "
-                "predict from. Remove it or give it text."
+                f"{name}: prompt {index} is an empty string: a causal LM needs at least one token "
+                "to predict from. Remove it or give it text."
             )
-    limit = model.max_positions
+    for index, row in enumerate(rows):
+        if row.numel() == 0:
+            raise InvalidInputError(
+                f"{name}: row {index} has no token ids: a causal LM needs at least one token to "
+                "predict from."
+            )
+    if rows:
+        _check_token_ids(torch.cat([row.reshape(-1) for row in rows]), _embedding_rows(model), name)
+    limit = max_positions(getattr(getattr(model, "_module", None), "config", None))
     if limit is None:
         return
+    lengths = [(index, int(row.numel())) for index, row in enumerate(rows)]
     for index, text in enumerate(texts):
         # A token covers at least one byte, so only long texts need tokenizing to be checked.
-        if len(text.encode("utf-8")) + 4 <= limit:
-            continue
-        length = len(model.tokenizer(text)["input_ids"])
+        if len(text.encode("utf-8")) + 4 > limit:
+            lengths.append((index, len(model.tokenizer(text)["input_ids"])))
+    for index, length in lengths:
         if length > limit:
+            _too_long(model, name, index, length, limit)
+
+
+def _too_long(model: Any, name: str, index: int, length: int, limit: int) -> None:
+    fix = (
+        f"shorten or truncate it (e.g. tokenizer(..., truncation=True, max_length={limit}))"
+    )
+    if has_learned_positions(model):
+        raise InvalidInputError(
+            f"{name}: prompt {index} is {length} tokens long but the model accepts at most {limit} "
+            f"positions (its position embeddings have {limit} rows): {fix}."
+        )
+    warnings.warn(
+        f"{name}: prompt {index} is {length} tokens long, past the {limit} positions this model "
+        f"was trained on (max_position_embeddings): it runs, but its outputs there are "
+        f"extrapolation; {fix} to stay within its context.",
+        UserWarning,
+        stacklevel=4,
+    )
+
+
+def _input_rows(prompts: Any, name: str) -> tuple[list[str], list[torch.Tensor]]:
+    """``(texts, token-id rows)`` of a model input, each row a 1-D long tensor of real tokens."""
+    if isinstance(prompts, str):
+        return [prompts], []
+    if isinstance(prompts, torch.Tensor):
+        return [], _tensor_rows(prompts, name, None)
+    if isinstance(prompts, Mapping):
+        if "input_ids" not in prompts:
+            keys = ", ".join(repr(key) for key in prompts) or "none"
             raise InvalidInputError(
-                f"prompt {index} is {length} tokens long but the model accepts at most {limit} "
-                "positions: shorten or truncate it (e.g. tokenizer(..., truncation=True, "
-                f"max_length={limit}))."
+                f"{name}: the encoding has no 'input_ids' (keys: {keys}): pass {ACCEPTED_INPUTS}."
             )
+        ids, mask = prompts["input_ids"], prompts.get("attention_mask")
+        if not isinstance(ids, torch.Tensor):
+            _, rows = _input_rows(ids, f"{name}['input_ids']")
+            return [], rows
+        return [], _tensor_rows(ids, name, mask)
+    if isinstance(prompts, (list, tuple)):
+        if not prompts:
+            raise InvalidInputError(f"{name}: the prompt list is empty: pass at least one prompt.")
+        if all(isinstance(item, str) for item in prompts):
+            return list(prompts), []
+        if all(_is_token_id(item) for item in prompts):
+            return [], [torch.tensor([int(item) for item in prompts], dtype=torch.long)]
+        if all(isinstance(item, (list, tuple, torch.Tensor)) for item in prompts):
+            rows = []
+            for item in prompts:
+                if isinstance(item, torch.Tensor):
+                    rows.extend(_tensor_rows(item, name, None))
+                elif all(_is_token_id(value) for value in item):
+                    rows.append(torch.tensor([int(value) for value in item], dtype=torch.long))
+                else:
+                    break
+            else:
+                return [], rows
+    raise InvalidInputError(f"{name} must be {ACCEPTED_INPUTS}; got {_describe(prompts)}.")
+
+
+def _tensor_rows(ids: torch.Tensor, name: str, mask: Any) -> list[torch.Tensor]:
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise InvalidInputError(
+            f"{name}: token ids must be an integer tensor, got dtype {ids.dtype}: pass "
+            "input_ids (e.g. tokenizer(texts, return_tensors='pt')['input_ids'])."
+        )
+    if ids.dim() not in (1, 2):
+        raise InvalidInputError(
+            f"{name}: token ids must have shape (seq,) or (batch, seq), got {tuple(ids.shape)}."
+        )
+    matrix = ids.reshape(1, -1) if ids.dim() == 1 else ids
+    if matrix.shape[0] == 0:
+        raise InvalidInputError(f"{name}: the batch of token ids is empty: pass at least one row.")
+    real = None
+    if isinstance(mask, torch.Tensor) and tuple(mask.reshape(matrix.shape[0], -1).shape) == tuple(matrix.shape):
+        real = mask.reshape(matrix.shape).to(torch.bool).cpu()
+    matrix = matrix.cpu()
+    if real is None:
+        return list(matrix)
+    return [row[keep] for row, keep in zip(matrix, real)]
+
+
+def _is_token_id(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, numbers.Integral) or (
+        isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point()
+    )
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        kinds = sorted({type(item).__name__ for item in value})
+        return f"a {type(value).__name__} of {', '.join(kinds)}"
+    return type(value).__name__
+
+
+def _embedding_rows(model: Any) -> int | None:
+    module = getattr(model, "_module", None)
+    rows = getattr(_embedding_module(module), "num_embeddings", None)
+    if isinstance(rows, int):
+        return rows
+    vocab = getattr(getattr(module, "config", None), "vocab_size", None)
+    return vocab if isinstance(vocab, int) else None
+
+
+def _check_token_ids(ids: torch.Tensor, vocab_size: int | None, name: str) -> None:
+    if ids.numel() == 0:
+        return
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or (vocab_size is not None and high >= vocab_size):
+        bad = low if low < 0 else high
+        upper = "" if vocab_size is None else f" and below the vocabulary size {vocab_size}"
+        raise TokenIdError(
+            f"{name}: token id {bad} is not in the vocabulary: ids must be >= 0{upper}; "
+            "tokenize text with model.tokenizer."
+        )
+
+
+def token_ids(tokens: Any, vocab_size: int | None, name: str) -> torch.Tensor:
+    """``tokens`` (an id, a list of ids or a tensor) as a 1-D long tensor of valid token ids.
+
+    Raises:
+        InvalidInputError: not integers, or empty.
+        TokenIdError: an id outside ``0..vocab_size - 1``.
+
+    Example:
+        >>> token_ids([3, 5], 100, "tokens")
+        tensor([3, 5])
+    """
+    if isinstance(tokens, torch.Tensor):
+        ids = tokens
+    elif _is_token_id(tokens):
+        ids = torch.tensor([int(tokens)])
+    elif isinstance(tokens, (list, tuple)) and all(_is_token_id(value) for value in tokens):
+        ids = torch.tensor([int(value) for value in tokens], dtype=torch.long)
+    else:
+        raise InvalidInputError(
+            f"{name} must be a token id (an int), a list of ids or an integer tensor, got {_describe(tokens)}."
+        )
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise InvalidInputError(f"{name} must hold integer token ids, got dtype {ids.dtype}.")
+    ids = ids.reshape(-1).to(torch.long)
+    if ids.numel() == 0:
+        raise InvalidInputError(f"{name} is empty: give at least one token id.")
+    _check_token_ids(ids.cpu(), vocab_size, name)
+    return ids
+
+
+def has_learned_positions(model: Any) -> bool:
+    """Whether the model adds a learned position embedding (a table of ``max_positions``
+    rows, GPT-2's ``wpe``, OPT's offset table): inputs longer than that cannot run.
+
+    Rotary and ALiBi models have no such table: past ``max_positions`` they run, out of the
+    context they were trained on.
+    """
+    module = getattr(model, "_module", model)
+    limit = max_positions(getattr(module, "config", None))
+    tokens = _embedding_module(module)
+    return limit is not None and any(
+        isinstance(child, torch.nn.Embedding) and child is not tokens and limit <= child.num_embeddings <= limit + 2
+        for child in module.modules()
+    )
+
+
+def _embedding_module(module: Any) -> Any:
+    getter = getattr(module, "get_input_embeddings", None)
+    try:
+        return getter() if callable(getter) else None
+    except (AttributeError, NotImplementedError):
+        return None
 
 
 def require_hidden(tensor: Any, hidden_size: int, name: str) -> None:
@@ -89,11 +311,20 @@ def require_hidden(tensor: Any, hidden_size: int, name: str) -> None:
         )
 
 
-def require_steering_vector(vector: Any, hidden_size: int) -> torch.Tensor:
-    """A steering vector as a floating tensor of last dimension ``hidden_size``.
+def require_steering_vector(vector: Any, hidden_size: int, factor: Any = None) -> torch.Tensor:
+    """A steering vector as a finite floating tensor of last dimension ``hidden_size``.
 
     Lists and numpy arrays are converted; integer tensors become float. Dtype and device are
-    matched to the activations where it is applied.
+    matched to the activations where it is applied. ``factor``, when given, must be a finite
+    number (see `require_factor`).
+
+    Raises:
+        InvalidInputError: not a tensor, complex, the wrong hidden size, NaN/inf values, or a
+            NaN/inf ``factor``.
+
+    Example:
+        >>> require_steering_vector([1, 0, 0, 0], 4).dtype
+        torch.float32
     """
     if not isinstance(vector, torch.Tensor):
         try:
@@ -105,7 +336,71 @@ def require_steering_vector(vector: Any, hidden_size: int) -> torch.Tensor:
     if not vector.is_floating_point():
         vector = vector.float()
     require_hidden(vector, hidden_size, "steering_vector")
+    require_finite(vector, "steering_vector")
+    if factor is not None:
+        require_factor(factor)
     return vector
+
+
+def require_finite(tensor: torch.Tensor, name: str) -> None:
+    """Raise `InvalidInputError` if ``tensor`` holds a NaN or an infinity (it would spread
+    through every later activation and logit).
+
+    Example:
+        >>> require_finite(torch.tensor([1.0, float("nan")]), "steering_vector")
+        Traceback (most recent call last):
+        InvalidInputError: steering_vector holds 1 NaN/inf value(s) (first at index (1,)) ...
+    """
+    if not tensor.is_floating_point() and not tensor.is_complex():
+        return
+    bad = ~torch.isfinite(tensor.detach())
+    if bool(bad.any()):
+        where = tuple(int(i) for i in bad.nonzero()[0])
+        raise InvalidInputError(
+            f"{name} holds {int(bad.sum())} NaN/inf value(s) (first at index {where}): they would "
+            "make every later activation and logit NaN; pass a finite tensor (check how it was "
+            "computed, e.g. a division by a zero norm)."
+        )
+
+
+def require_factor(factor: Any, name: str = "factor") -> float:
+    """``factor`` as a finite real number, else `InvalidInputError`.
+
+    Example:
+        >>> require_factor(0.5)
+        0.5
+    """
+    if isinstance(factor, torch.Tensor) and factor.numel() == 1:
+        factor = factor.item()
+    if isinstance(factor, bool) or not isinstance(factor, numbers.Real):
+        raise InvalidInputError(f"{name} must be a real number, got {type(factor).__name__}")
+    if not math.isfinite(float(factor)):
+        raise InvalidInputError(
+            f"{name} is {factor}: a NaN or infinite {name} makes every steered activation, and "
+            "so every logit, NaN or infinite; pass a finite number."
+        )
+    return float(factor)
+
+
+def require_broadcastable(tensor: torch.Tensor, shape: Sequence[int], name: str, target: str) -> None:
+    """Raise `InvalidInputError` unless ``tensor`` broadcasts to ``shape`` (the slice it is
+    added to, described by ``target``), naming ``name``.
+
+    Example:
+        >>> require_broadcastable(torch.ones(7, 16), (2, 3, 16), "steering_vector", "the steered tokens")
+        Traceback (most recent call last):
+        InvalidInputError: steering_vector has shape (7, 16) but is added to the steered tokens ...
+    """
+    try:
+        broadcast = torch.broadcast_shapes(tuple(tensor.shape), tuple(shape))
+    except RuntimeError:
+        broadcast = None
+    if broadcast != tuple(shape):
+        raise InvalidInputError(
+            f"{name} has shape {tuple(tensor.shape)} but is added to {target} of shape "
+            f"{tuple(shape)} (rows, positions, hidden): pass a ({shape[-1]},) vector, or one "
+            "shaped like that slice (or broadcastable to it)."
+        )
 
 
 def normalize_index(value: Any, size: int, name: str) -> int:
@@ -177,3 +472,61 @@ def prompt_list(prompts: Any, name: str = "prompts") -> list[str]:
     if not prompts:
         raise InvalidInputError(f"{name} is an empty list: pass at least one prompt.")
     return list(prompts)
+
+
+#: The fix for each nnsight error users meet, by its class name.
+_NNSIGHT_FIXES = {
+    "OutOfOrderError": (
+        "inside one trace, read modules in the order the forward computes them (layer 0 before "
+        "layer 2; each layer's attention, then MLP, then output; logits last), or use two traces "
+        "(docs: Concepts, Forward order)."
+    ),
+}
+
+_OUTSIDE_TRACE_FIX = (
+    "accessors and module .input/.output only hold values inside `with model.trace(...)`: read "
+    "them in the trace body and keep them with .save() (e.g. `h = model.layers_output[0].save()` "
+    "inside the trace, then use h after it)."
+)
+
+
+def nnsight_error(error: BaseException) -> TraceError | None:
+    """The nnterp error for an nnsight error a user meets (out-of-order access, a value read
+    outside a trace), keeping nnsight's message and adding the fix; ``None`` for any other
+    error (it propagates unchanged).
+
+    Example:
+        >>> try:
+        ...     with model.trace("Hi"):
+        ...         later = model.layers_output[2].save()
+        ...         earlier = model.layers_output[0].save()      # out of order
+        ... except Exception as error:
+        ...     converted = nnsight_error(error)                 # a TraceError, or None
+    """
+    if isinstance(error, TraceError):
+        return None
+    from_nnsight = type(error).__module__.startswith("nnsight")
+    fix = _NNSIGHT_FIXES.get(type(error).__name__) if from_nnsight else None
+    if fix is None and isinstance(error, ValueError) and "outside of interleaving" in str(error):
+        fix = _OUTSIDE_TRACE_FIX
+    if fix is None:
+        return None
+    return TraceError(f"{error} -- {fix}")
+
+
+@contextlib.contextmanager
+def nnsight_errors() -> Iterator[None]:
+    """Re-raise, as `TraceError`, the nnsight errors users meet inside the block (see
+    `nnsight_error`); every other error passes unchanged.
+
+    Example:
+        >>> with nnsight_errors():
+        ...     run_the_trace()
+    """
+    try:
+        yield
+    except Exception as error:
+        converted = nnsight_error(error)
+        if converted is None:
+            raise
+        raise converted from error

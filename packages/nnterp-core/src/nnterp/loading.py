@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
+import json
+import os
+from collections.abc import Iterator
 from typing import Any
 
-from nnterp.errors import InvalidInputError
+from nnterp.errors import InvalidInputError, ModelLoadError
 
 #: Keyword arguments of ``from_pretrained`` that the tokenizer needs too.
 _SHARED_TOKENIZER_KWARGS = ("revision", "gguf_file", "cache_dir", "token", "local_files_only", "subfolder")
@@ -43,17 +47,139 @@ def load_model_and_tokenizer(
     if attn_implementation is not None:
         model_kwargs["attn_implementation"] = attn_implementation
     shared = {key: model_kwargs[key] for key in _SHARED_TOKENIZER_KWARGS if key in model_kwargs}
-    if tokenizer is None:
-        tokenizer_options = {"padding_side": "left", **(tokenizer_kwargs or {})}
-        tokenizer = AutoTokenizer.from_pretrained(
-            name_or_path, trust_remote_code=trust_remote_code, **shared, **tokenizer_options
+    check_source(name_or_path, trust_remote_code=trust_remote_code, **model_kwargs)
+    with _load_errors(name_or_path):
+        if tokenizer is None:
+            tokenizer_options = {"padding_side": "left", **(tokenizer_kwargs or {})}
+            tokenizer = AutoTokenizer.from_pretrained(
+                name_or_path, trust_remote_code=trust_remote_code, **shared, **tokenizer_options
+            )
+            tokenizer = prepare_tokenizer(tokenizer, copy_if_changed=False)
+        model = AutoModelForCausalLM.from_pretrained(
+            name_or_path, trust_remote_code=trust_remote_code, **model_kwargs
         )
-        tokenizer = prepare_tokenizer(tokenizer, copy_if_changed=False)
-    model = AutoModelForCausalLM.from_pretrained(
-        name_or_path, trust_remote_code=trust_remote_code, **model_kwargs
-    )
     model.eval()
     return model, tokenizer
+
+
+#: File names that hold weights transformers can load from a local directory.
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".msgpack", ".h5", ".gguf")
+
+
+def check_source(name_or_path: str, *, trust_remote_code: bool = False, **model_kwargs: Any) -> None:
+    """Check what ``from_pretrained`` is about to load, before transformers does.
+
+    A local directory must exist, hold a ``config.json`` (or the ``gguf_file=`` given) and
+    weights, and not need remote code unless ``trust_remote_code=True``. A name that is not a
+    path (``"gpt2"``, ``"org/model"``) is left to the Hub.
+
+    Raises:
+        ModelLoadError: a path that does not exist, a file given for a directory, a directory
+            without weights or config, or remote code needed with ``trust_remote_code=False``.
+
+    Example:
+        >>> check_source("/models/does-not-exist")
+        Traceback (most recent call last):
+        ModelLoadError: model path '/models/does-not-exist' does not exist ...
+    """
+    if not isinstance(name_or_path, str) or not name_or_path:
+        raise InvalidInputError(f"model must be a hub id or a local path, got {name_or_path!r}")
+    path = os.path.expanduser(name_or_path)
+    if not os.path.exists(path):
+        if _looks_like_path(name_or_path):
+            raise ModelLoadError(
+                f"model path {name_or_path!r} does not exist: check the path (it is resolved from "
+                f"{os.getcwd()!r}), or pass a Hugging Face Hub id such as 'gpt2' or 'org/model'."
+            )
+        return
+    if not os.path.isdir(path):
+        hint = (
+            f" For a GGUF file, pass its directory and the file name: StandardizedTransformer("
+            f"{os.path.dirname(path)!r}, gguf_file={os.path.basename(path)!r})."
+            if path.endswith(".gguf")
+            else ""
+        )
+        raise ModelLoadError(
+            f"model path {name_or_path!r} is a file: pass the directory holding config.json and "
+            f"the weights (what save_pretrained writes).{hint}"
+        )
+    subfolder = model_kwargs.get("subfolder")
+    folder = os.path.join(path, subfolder) if subfolder else path
+    gguf_file = model_kwargs.get("gguf_file")
+    if gguf_file is not None:
+        if not os.path.isfile(os.path.join(folder, gguf_file)) and not os.path.isfile(gguf_file):
+            raise ModelLoadError(f"gguf_file {gguf_file!r} is not in {folder!r}: check the file name.")
+        return
+    files = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    listing = ", ".join(files[:12]) + (" ..." if len(files) > 12 else "") if files else "nothing"
+    if "config.json" not in files:
+        raise ModelLoadError(
+            f"model directory {folder!r} has no config.json (it holds {listing}): pass the "
+            "directory save_pretrained wrote (config.json plus weights)."
+        )
+    if not trust_remote_code and _needs_remote_code(os.path.join(folder, "config.json")):
+        raise ModelLoadError(_remote_code_message(name_or_path))
+    if not any(name.endswith(_WEIGHT_SUFFIXES) for name in files):
+        raise ModelLoadError(
+            f"model directory {folder!r} has a config.json but no weights (it holds {listing}): "
+            "save them there with model.save_pretrained(path), or point to the directory "
+            "holding model.safetensors / pytorch_model.bin (or pass gguf_file=)."
+        )
+
+
+def _looks_like_path(name: str) -> bool:
+    return (
+        os.path.isabs(name)
+        or name.startswith(("./", "../", "~", ".\\"))
+        or name.count("/") > 1
+        or "\\" in name
+    )
+
+
+def _needs_remote_code(config_path: str) -> bool:
+    """Whether the config maps AutoModelForCausalLM to code shipped with the checkpoint and
+    names a model type transformers does not know."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    try:
+        with open(config_path, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except (OSError, ValueError):
+        return False
+    auto_map = config.get("auto_map") if isinstance(config, dict) else None
+    if not isinstance(auto_map, dict) or "AutoModelForCausalLM" not in auto_map:
+        return False
+    return config.get("model_type") not in CONFIG_MAPPING_NAMES
+
+
+def _remote_code_message(name_or_path: str) -> str:
+    return (
+        f"{name_or_path!r} needs code shipped with the checkpoint (its config.json has an "
+        "auto_map to a class transformers does not include), and trust_remote_code is off: "
+        "read that code, then pass StandardizedTransformer(..., trust_remote_code=True) if you "
+        "trust it (nnterp never turns it on itself)."
+    )
+
+
+@contextlib.contextmanager
+def _load_errors(name_or_path: str) -> Iterator[None]:
+    """Re-raise transformers' loading errors for ``name_or_path`` in nnterp's words."""
+    try:
+        yield
+    except (OSError, ValueError) as error:
+        if isinstance(error, (InvalidInputError, ModelLoadError)):
+            raise
+        text = str(error)
+        if "trust_remote_code" in text:
+            raise ModelLoadError(f"{_remote_code_message(name_or_path)} (transformers: {text})") from error
+        if not isinstance(error, OSError):
+            raise
+        raise ModelLoadError(
+            f"could not load {name_or_path!r}: it is not a local directory, and the Hugging Face "
+            "Hub did not serve it (a misspelt id, no network, or a gated/private model: pass "
+            "token=...). Check the id, or pass the local directory save_pretrained wrote. "
+            f"(transformers: {text})"
+        ) from error
 
 
 def _accelerator_available() -> bool:

@@ -15,9 +15,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import operator
-from collections.abc import Sequence
+import threading
+import weakref
+from collections.abc import Iterator, Sequence
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -121,7 +125,9 @@ def traced_attention_mask(model: StandardizedTransformer, needed_for: str = "tok
         >>> with model.trace(["Hello", "The capital of France is"]):
         ...     mask = traced_attention_mask(model)          # 0 at the first prompt's padding
     """
-    from nnsight.intervention.interleaver import OutOfOrderError  # lazily: nnsight is heavy
+    from nnsight.intervention.interleaver import (
+        OutOfOrderError,  # lazily: nnsight is heavy
+    )
 
     kept = model.batch_attention_mask()
     if kept is not None:
@@ -135,6 +141,126 @@ def traced_attention_mask(model: StandardizedTransformer, needed_for: str = "tok
             "trace with several invokes: ask for it before any module (forward order), or use "
             "two traces."
         ) from error
+
+
+# -- the running forward: its model, its lock ---------------------------------------------
+
+class _Fresh:
+    """Module state that a copy of nnterp shipped by value (a remote trace) starts empty."""
+
+    def __reduce__(self) -> tuple[type, tuple]:
+        return (type(self), ())
+
+
+class _Locks(_Fresh):
+    """One re-entrant lock per wrapped HF module: its runs are serialized across threads
+    (nnsight keeps each run's state on the model, and its greenlets cannot cross threads)."""
+
+    def __init__(self) -> None:
+        self.guard = threading.Lock()
+        self.by_module: weakref.WeakKeyDictionary[torch.nn.Module, Any] = weakref.WeakKeyDictionary()
+        self.tracer_class: type | None = None
+
+
+class _Running(_Fresh, threading.local):
+    """Per thread, the models whose forward runs now (innermost last)."""
+
+    def __init__(self) -> None:
+        self.models: list[Any] = []
+
+
+_LOCKS = _Locks()
+_RUNNING = _Running()
+
+
+def trace_lock(model: StandardizedTransformer) -> Any:
+    """The re-entrant lock held while ``model`` runs (one per wrapped HF module).
+
+    Example:
+        >>> with trace_lock(model):
+        ...     ...                    # no other thread's trace of model runs meanwhile
+    """
+    with _LOCKS.guard:
+        lock = _LOCKS.by_module.get(model._module)
+        if lock is None:
+            lock = _LOCKS.by_module[model._module] = threading.RLock()
+        return lock
+
+
+def locked_tracer_class() -> type:
+    """nnsight's ``InterleavingTracer``, whose run (at the ``with`` block's exit, where nnsight
+    runs the forward) holds the model's `trace_lock` and re-raises nnsight's user-facing errors
+    as nnterp errors (`nnterp.inputs.nnsight_errors`); each ``tracer.invoke(input)`` checks its
+    input as ``model.trace`` does (`nnterp.inputs.check_prompts`)."""
+    if _LOCKS.tracer_class is None:
+        from nnsight.intervention.tracer import InterleavingTracer
+
+        from nnterp.inputs import check_prompts, nnsight_errors
+
+        class LockedTracer(InterleavingTracer):
+            def __exit__(
+                self,
+                exc_type: type[BaseException] | None,
+                exc_value: BaseException | None,
+                exc_traceback: TracebackType | None,
+            ) -> bool:
+                with trace_lock(self.envoy), nnsight_errors():
+                    return super().__exit__(exc_type, exc_value, exc_traceback)
+
+            def invoke(self, *args: Any, **kwargs: Any) -> Any:
+                if args:
+                    check_prompts(self.envoy, args[0])
+                return super().invoke(*args, **kwargs)
+
+        _LOCKS.tracer_class = LockedTracer
+    return _LOCKS.tracer_class
+
+
+@contextlib.contextmanager
+def running(model: StandardizedTransformer) -> Iterator[None]:
+    """Mark ``model``'s forward as running in this thread (its trace body runs in greenlets of
+    the same thread), so code that gets only tensors (a metric given logits) can find the
+    batch's attention mask with `running_attention_mask`."""
+    _RUNNING.models.append(model)
+    try:
+        yield
+    finally:
+        _RUNNING.models.pop()
+
+
+def running_attention_mask(rows: int, required_for: str | None = None) -> torch.Tensor | None:
+    """The attention mask (batch, seq) of the forward running in this thread, for a tensor of
+    ``rows`` batch rows; ``None`` outside a run, or when the mask is unknown (a trace with
+    several invokes) and ``required_for`` is None.
+
+    Raises:
+        InvalidInputError: the running batch is padded but has another number of rows than
+            the tensor, or the mask is unknown in a run and ``required_for`` (what needs it)
+            is given: pass the mask explicitly.
+
+    Example:
+        >>> with model.trace(["Hi", "The capital of France is"]):
+        ...     mask = running_attention_mask(2)                  # 0 at "Hi"'s padding
+    """
+    if not _RUNNING.models:
+        return None
+    mask = _RUNNING.models[-1].batch_attention_mask()
+    if mask is None and required_for is not None:
+        raise InvalidInputError(
+            f"{required_for} counts within each prompt, which needs the batch's attention mask, "
+            "and a trace with several invokes does not keep it: read mask = model.attention_mask "
+            "first in the invoke (before any module) and pass attention_mask=mask, or use a "
+            "negative position (counted from the last token, which needs no mask)."
+        )
+    if mask is None or mask.shape[0] == rows:
+        return mask
+    if bool(mask.all()):
+        return None
+    raise InvalidInputError(
+        f"the running batch has {mask.shape[0]} padded rows but the logits given have {rows}: "
+        "positions count within each prompt, so pass the rows' attention_mask explicitly "
+        "(metric(logits, attention_mask=mask))."
+    )
 
 
 def _is_integer(value: Any) -> bool:

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import functools
-import threading
 import warnings
-import weakref
 from typing import TYPE_CHECKING, Any, Sequence, cast
 
 import torch
@@ -29,9 +25,12 @@ from nnterp.loading import load_model_and_tokenizer, prepare_tokenizer
 from nnterp.nnsight_seams import run_state
 from nnterp.renaming import apply_user_rename, rename_mapping, resolve_paths, unresolved_message
 from nnterp.spec import ArchitectureSpec, Contribution, config_value
+from nnterp.unembedding import postprocess_logits
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
+
+    from nnterp.compat import RenameConfig
 
     from nnterp.validation import OutputStructure
 
@@ -65,6 +64,11 @@ class StandardizedTransformer(TransformersModel):
         remote: Run traces on NDIF (through nnsight) by default.
         rename: Extra NNsight aliases ``{native path: standard name}``; beats every plugin spec.
         spec: An `ArchitectureSpec` to use instead of the plugins' one.
+        rename_config: nnterp 1.x's `nnterp.compat.RenameConfig`: its module names and
+            config keys are tried before the spec's (see `nnterp.compat.spec_from_rename_config`).
+        check_attn_probs_with_trace, allow_multimodal: accepted for compatibility with nnterp
+            1.x, no effect (attention probabilities are always checked with a trace; layers of
+            several kinds are supported).
         **kwargs: Passed to ``from_pretrained`` (``dtype``, ``device_map``, ``gguf_file``,
             ``revision``, ``attn_implementation``, ...).
 
@@ -87,8 +91,22 @@ class StandardizedTransformer(TransformersModel):
         remote: bool = False,
         rename: dict[Any, Any] | None = None,
         spec: ArchitectureSpec | None = None,
+        rename_config: RenameConfig | None = None,
+        check_attn_probs_with_trace: bool = True,
+        allow_multimodal: bool = False,
         **kwargs: Any,
     ) -> None:
+        # nnterp 1.x: the second positional argument was trust_remote_code; check_attn_probs_with_trace
+        # and allow_multimodal are accepted and have no effect (the checks always run a trace; hybrid
+        # and multimodal layer types are supported).
+        if isinstance(tokenizer, bool):
+            warnings.warn(
+                "StandardizedTransformer(model, True/False): passing trust_remote_code as the second "
+                "positional argument is deprecated (it is now the tokenizer); pass trust_remote_code=...",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            trust_remote_code, tokenizer = tokenizer, None
         if isinstance(model, str):
             attn_implementation = kwargs.pop("attn_implementation", None)
             if enable_attention_probs:
@@ -116,7 +134,12 @@ class StandardizedTransformer(TransformersModel):
         input_checks.require_causal(hf_model)
         tokenizer = prepare_tokenizer(tokenizer)
 
-        resolved_spec = apply_user_rename(hf_model, spec or _spec_from_plugins(hf_model), rename)
+        base_spec = spec or _spec_from_plugins(hf_model)
+        if rename_config is not None:
+            from nnterp.compat import spec_from_rename_config
+
+            base_spec = spec_from_rename_config(hf_model, base_spec, rename_config)
+        resolved_spec = apply_user_rename(hf_model, base_spec, rename)
         if resolved_spec is None:
             raise RenamingError(
                 unresolved_message(
@@ -144,6 +167,10 @@ class StandardizedTransformer(TransformersModel):
             )
 
         self.layer_structure = resolve_layer_structure(hf_model, resolved_spec, paths)
+        if resolved_spec.position_embedding is not None:
+            from nnterp import row_positions
+
+            row_positions.install(self, resolved_spec.position_embedding)
         self.layers_input = LayerAccessor(self, lambda i: self.layers[i], "input", "layer inputs")
         self.layers_output = LayerAccessor(self, lambda i: self.layers[i], "output", "layer outputs")
         self.mixers_input = LayerAccessor(self, self._mixer, "input", "mixer inputs")
@@ -331,6 +358,26 @@ class StandardizedTransformer(TransformersModel):
         return None if value is None else int(value)
 
     @property
+    def attn_probs_available(self) -> bool:
+        """Whether ``attention_probabilities`` can be read (nnterp 1.x's name; see `support()`).
+
+        Example:
+            >>> StandardizedTransformer("gpt2", enable_attention_probs=True).attn_probs_available
+            True
+        """
+        return bool(self.attention_probabilities_enabled)
+
+    @property
+    def input_size(self) -> torch.Size:
+        """Shape of the traced input ids, ``(batch, seq)``. Inside a trace.
+
+        Example:
+            >>> with model.trace(["Hello", "The capital of France is"]):
+            ...     batch, seq = model.input_size
+        """
+        return self.input_ids.shape
+
+    @property
     def vocab_size(self) -> int:
         """Number of rows of the unembedding (its output size)."""
         head = self._module.get_submodule(self.paths["lm_head"])
@@ -439,10 +486,14 @@ class StandardizedTransformer(TransformersModel):
         layers: int | Sequence[int],
         steering_vector: torch.Tensor,
         factor: float = 1.0,
+        positions: int | Sequence[int] | None = None,
         token_positions: int | Sequence[int] | None = None,
         batch_index: int | Sequence[int] | None = None,
     ) -> None:
         """Add ``factor * steering_vector`` to the output of each of ``layers`` (inside a trace).
+
+        ``positions`` is nnterp 1.x's deprecated name of ``token_positions`` (a
+        ``DeprecationWarning``; same meaning).
 
         Args:
             layers: a layer index or several.
@@ -470,8 +521,20 @@ class StandardizedTransformer(TransformersModel):
         """
         from nnterp.positions import absolute_positions, as_position_list, traced_attention_mask
 
+        if positions is not None:
+            if token_positions is not None:
+                raise InvalidInputError(
+                    "steer() got both positions (nnterp 1.x's deprecated name) and token_positions: "
+                    "pass token_positions only."
+                )
+            warnings.warn(
+                "steer(positions=...) is deprecated: use token_positions=... (same meaning).",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            token_positions = positions
         layer_list = input_checks.layer_indices(self.num_layers, layers)
-        vector = input_checks.require_steering_vector(steering_vector, self.hidden_size)
+        vector = input_checks.require_steering_vector(steering_vector, self.hidden_size, factor)
         relative = None if token_positions is None else as_position_list(token_positions, "token_positions")
         mask = None if relative is None else traced_attention_mask(self, "steer()'s token_positions")
         for layer in sorted(set(layer_list)):
@@ -490,6 +553,10 @@ class StandardizedTransformer(TransformersModel):
             else:
                 wanted = torch.tensor(relative).expand(len(row_index), -1)
                 columns = absolute_positions(mask, wanted, "token_positions", rows=row_index.tolist())
+            input_checks.require_broadcastable(
+                vector, (len(row_index), columns.shape[1], hidden.shape[-1]), "steering_vector",
+                f"layer {layer}'s steered tokens",
+            )
             delta = factor * vector.to(device=hidden.device, dtype=hidden.dtype)
             steered = hidden.clone()
             grid = (row_index[:, None].to(hidden.device), columns.to(hidden.device))
@@ -584,58 +651,23 @@ class StandardizedTransformer(TransformersModel):
             kwargs["remote"] = True
         if kwargs.get("remote"):
             _ship_nnterp_by_value()
+        # Imported here: remote traces ship this method by value, and these hold locks.
+        from nnterp.positions import locked_tracer_class, trace_lock
+
         if kwargs.get("trace", True) is False:
-            with _trace_lock(self), _nnterp_errors():
+            with trace_lock(self), input_checks.nnsight_errors():
                 return super().trace(*inputs, **kwargs)
-        kwargs.setdefault("tracer_cls", _locked_tracer_class())
+        if not kwargs.get("remote"):  # a remote run serializes the tracer; the lock stays here
+            kwargs.setdefault("tracer_cls", locked_tracer_class())
         return super().trace(*inputs, **kwargs)
 
     def interleave(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """NNsight's low-level run (every trace, ``generate`` and direct call ends here), under
         the model's trace lock, so a direct ``model.generate(...)`` is serialized too."""
-        with _trace_lock(self):
+        from nnterp.positions import running, trace_lock
+
+        with trace_lock(self), running(self):
             return super().interleave(fn, *args, **kwargs)
-
-
-#: One re-entrant lock per wrapped HF module: its runs are serialized across threads (nnsight
-#: keeps each run's state on the model, and its greenlets cannot cross threads).
-_TRACE_LOCKS: weakref.WeakKeyDictionary[torch.nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
-_TRACE_LOCKS_GUARD = threading.Lock()
-
-
-def _trace_lock(model: StandardizedTransformer) -> threading.RLock:
-    with _TRACE_LOCKS_GUARD:
-        lock = _TRACE_LOCKS.get(model._module)
-        if lock is None:
-            lock = _TRACE_LOCKS[model._module] = threading.RLock()
-        return lock
-
-
-@contextlib.contextmanager
-def _nnterp_errors() -> Any:
-    """Re-raise the nnsight errors users meet as `TraceError` (nnsight's text plus the fix)."""
-    try:
-        yield
-    except Exception as error:
-        converted = input_checks.nnsight_error(error)
-        if converted is None:
-            raise
-        raise converted from error
-
-
-@functools.cache
-def _locked_tracer_class() -> type:
-    from nnsight.intervention.tracer import InterleavingTracer
-
-    class LockedTracer(InterleavingTracer):
-        """nnsight's tracer whose run (at ``with`` exit) holds the model's trace lock and
-        re-raises nnsight's user-facing errors as nnterp errors."""
-
-        def __exit__(self, exc_type: Any, exc_value: Any, exc_traceback: Any) -> bool:
-            with _trace_lock(self.envoy), _nnterp_errors():
-                return super().__exit__(exc_type, exc_value, exc_traceback)
-
-    return LockedTracer
 
 
 def _checked_output_structure(
@@ -713,22 +745,6 @@ def _switch_to_eager(model: torch.nn.Module) -> None:
             f"enable_attention_probs=True needs eager attention, and switching this model to it "
             f"failed ({error!r}): load it with attn_implementation='eager'."
         ) from error
-
-
-def postprocess_logits(logits: torch.Tensor, spec: ArchitectureSpec, config: Any) -> torch.Tensor:
-    """``lm_head`` output after the spec's ``logits_postprocess`` steps (softcap, multiply,
-    divide by a config value), as the model's own forward applies them: (..., vocab)."""
-    for operation, key in spec.logits_postprocess:
-        value = config_value(config, (key,))
-        if value is None:
-            continue
-        if operation == "softcap":
-            logits = torch.tanh(logits / value) * value
-        elif operation == "multiply":
-            logits = logits * value
-        else:
-            logits = logits / value
-    return logits
 
 
 __all__: list[str] = ["StandardizedTransformer"]

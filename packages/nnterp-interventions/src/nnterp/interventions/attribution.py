@@ -74,6 +74,7 @@ def attribution_patching(
     length = aligned_length(model, clean_list, corrupted_list)
     layer_list = layer_indices(model.num_layers, layers)
     position_list = index_list(positions, length, "positions") or list(range(length))
+    chosen = index_list(heads, head_count(model, site), "heads") if kind == "head" else None
     names = [f"{site}.{layer}" for layer in layer_list]
     clean_cache = cache_activations(model, clean_list, names, dtype=torch.float32)
     corrupted_run = compute_gradients(model, corrupted_list, metric, names)
@@ -86,6 +87,5 @@ def attribution_patching(
             rows.append(effect.flatten(2).sum(dim=(0, 2)))
         else:
             per_head = effect.sum(dim=(0, 1, 3))
-            chosen = index_list(heads, head_count(model, site), "heads")
             rows.append(per_head if chosen is None else per_head[chosen])
     return corrupted_run.metric.float() + torch.stack(rows)

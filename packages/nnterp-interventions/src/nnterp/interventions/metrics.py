@@ -16,7 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import nnsight
 import torch
+from nnterp import positions as nnterp_positions
 from nnterp.errors import InvalidInputError
+from nnterp.inputs import token_ids
+from nnterp.positions import absolute_positions, as_position_list
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
@@ -28,8 +31,8 @@ Metric = Callable[[torch.Tensor], torch.Tensor]
 TokenIds = int | Sequence[int] | torch.Tensor
 
 
-def _per_row(tokens: TokenIds, batch: int, name: str) -> torch.Tensor:
-    ids = torch.as_tensor(tokens, dtype=torch.long).reshape(-1)
+def _per_row(tokens: TokenIds, batch: int, vocab_size: int, name: str) -> torch.Tensor:
+    ids = token_ids(tokens, vocab_size, name)
     if ids.numel() == 1:
         return ids.expand(batch)
     if ids.numel() != batch:
@@ -39,21 +42,65 @@ def _per_row(tokens: TokenIds, batch: int, name: str) -> torch.Tensor:
     return ids
 
 
+def _position(position: int) -> int:
+    positions = as_position_list(position, "position")
+    if len(positions) != 1:
+        raise InvalidInputError(f"position must be one token position (an int, -1 for the last), got {position!r}")
+    return positions[0]
+
+
+def _columns(logits: torch.Tensor, position: int, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Per row, the column of ``position`` counted within the row's real tokens."""
+    if logits.dim() != 3:
+        raise InvalidInputError(
+            f"the metric needs (batch, seq, vocab) logits, got shape {tuple(logits.shape)}."
+        )
+    batch, seq = logits.shape[0], logits.shape[1]
+    # Through the module: remote traces ship this function by value, not its thread-local.
+    needs_mask = "position" if position >= 0 else None
+    mask = attention_mask if attention_mask is not None else nnterp_positions.running_attention_mask(batch, needs_mask)
+    if mask is None:
+        mask = torch.ones(batch, seq, dtype=torch.long)
+    if tuple(mask.shape) != (batch, seq):
+        raise InvalidInputError(
+            f"attention_mask has shape {tuple(mask.shape)} but the logits are {batch} rows of "
+            f"{seq} positions: pass the mask of the batch these logits come from."
+        )
+    relative = torch.full((batch, 1), position)
+    return absolute_positions(mask, relative, "position")[:, 0].to(logits.device)
+
+
 def token_logit(tokens: TokenIds, position: int = -1) -> Metric:
     """The mean over the batch of the logit of ``tokens`` at ``position``.
 
     Args:
         tokens: one token id, or one per prompt.
-        position: the sequence position (``-1``: each prompt's last token, with left padding).
+        position: the token, counted within each prompt as everywhere in nnterp
+            (`nnterp.positions`): ``-1`` is each prompt's last token, ``0`` its first real
+            token, whatever the left padding.
+
+    Returns:
+        ``metric(logits, attention_mask=None)``: inside an nnterp trace the batch's mask is
+        found by itself; on logits kept from a padded batch, pass its ``attention_mask``
+        (without one every column counts as a token).
+
+    Raises (when the metric runs):
+        TokenIdError: a token id outside the logits' vocabulary.
+        TokenPositionError: ``position`` outside a prompt's tokens.
 
     Example:
         >>> metric = token_logit(model.tokenizer(" Paris")["input_ids"][-1])
+        >>> with model.trace(["The capital of France is", "Paris is in"]):
+        ...     value = metric(model.logits).save()          # a 0-dim tensor
     """
+    as_position_list(position, "position")
+    token_ids(tokens, None, "tokens")
 
-    def metric(logits: torch.Tensor) -> torch.Tensor:
+    def metric(logits: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         rows = torch.arange(logits.shape[0], device=logits.device)
-        ids = _per_row(tokens, logits.shape[0], "tokens").to(logits.device)
-        return logits[rows, position, ids].mean()
+        ids = _per_row(tokens, logits.shape[0], logits.shape[-1], "tokens").to(logits.device)
+        columns = _columns(logits, _position(position), attention_mask)
+        return logits[rows, columns, ids].mean()
 
     return metric
 
@@ -67,19 +114,31 @@ def logit_difference(correct: TokenIds, incorrect: TokenIds, position: int = -1)
     Args:
         correct: the clean answer's token id, or one per prompt.
         incorrect: the corrupted answer's token id, or one per prompt.
-        position: the sequence position (``-1``: each prompt's last token, with left padding).
+        position: the token, counted within each prompt (``-1``: its last token, ``0``: its
+            first real token, whatever the left padding), as in `token_logit`.
+
+    Returns:
+        ``metric(logits, attention_mask=None)``, as `token_logit`'s.
+
+    Raises (when the metric runs):
+        TokenIdError: a token id outside the logits' vocabulary.
+        TokenPositionError: ``position`` outside a prompt's tokens.
 
     Example:
         >>> metric = logit_difference([paris_id, rome_id], [london_id, madrid_id])
         >>> with model.trace(["The capital of France is", "The capital of Italy is"]):
         ...     value = metric(model.logits).save()
     """
+    as_position_list(position, "position")
+    token_ids(correct, None, "correct")
+    token_ids(incorrect, None, "incorrect")
 
-    def metric(logits: torch.Tensor) -> torch.Tensor:
+    def metric(logits: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         rows = torch.arange(logits.shape[0], device=logits.device)
-        good = _per_row(correct, logits.shape[0], "correct").to(logits.device)
-        bad = _per_row(incorrect, logits.shape[0], "incorrect").to(logits.device)
-        return (logits[rows, position, good] - logits[rows, position, bad]).mean()
+        good = _per_row(correct, logits.shape[0], logits.shape[-1], "correct").to(logits.device)
+        bad = _per_row(incorrect, logits.shape[0], logits.shape[-1], "incorrect").to(logits.device)
+        columns = _columns(logits, _position(position), attention_mask)
+        return (logits[rows, columns, good] - logits[rows, columns, bad]).mean()
 
     return metric
 

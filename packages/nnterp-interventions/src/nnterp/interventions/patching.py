@@ -88,10 +88,21 @@ def site_kind(site: str) -> str:
     )
 
 
+#: Per-head sites whose tensors have the key/value heads (fewer than the query heads under
+#: grouped-query attention); the others have the query heads.
+KV_HEAD_SITES = ("keys", "values", "keys_rotated")
+
+
 def head_count(model: StandardizedTransformer, site: str) -> int:
-    """Number of heads of a per-head site (key/value heads for ``keys``/``values``)."""
+    """Number of heads of a per-head site: the key/value heads for ``keys``, ``values`` and
+    ``keys_rotated``, the query heads for ``queries``, ``queries_rotated`` and ``heads_output``.
+
+    Example:
+        >>> head_count(model, "keys_rotated"), head_count(model, "queries")   # a GQA model
+        (2, 4)
+    """
     layout = getattr(model, site).layout
-    return layout.num_kv_heads if site in ("keys", "values") else layout.num_heads
+    return layout.num_kv_heads if site in KV_HEAD_SITES else layout.num_heads
 
 
 @torch.no_grad()
