@@ -90,6 +90,7 @@ def _identity(entry: dict[str, Any]) -> str:
 def render_status(document: dict[str, Any], specs: dict[str, tuple[str, str]]) -> str:
     """The Markdown of a status document: versions, totals and one row per model type."""
     models: dict[str, dict[str, Any]] = document.get("models", {})
+    from nnterp.contrib.families.more import NOT_STANDARDIZED as not_standardized
     versions = document.get("versions", {})
     lines = []
     if versions:
@@ -113,9 +114,12 @@ def render_status(document: dict[str, Any], specs: dict[str, tuple[str, str]]) -
         spec = f"`{spec_name}` ({distribution})" if distribution else spec_name
         attention = entry.get("checks", {}).get("attention_probabilities", "—")
         status = _STATUS_LABELS.get(entry.get("status", ""), entry.get("status", "?"))
+        notes = _failed_checks(entry)
+        if model_type in not_standardized:
+            notes = f"not standardized: {_cell(not_standardized[model_type])}"
         lines.append(
             f"| `{_cell(model_type)}` | `{_cell(class_name)}` | {status} | {_identity(entry)} | {_cell(attention)} "
-            f"| {spec} | {_failed_checks(entry)} |"
+            f"| {spec} | {notes} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from nnterp.contrib.families import encoders, gpt_like, llama_like, multimodal, ssm
+from nnterp.contrib.families import (
+    encoders,
+    gpt_like,
+    llama_like,
+    more,
+    multimodal,
+    ssm,
+)
 from nnterp.spec import ArchitectureSpec
 
 CONTRIB_SPECS: tuple[ArchitectureSpec, ...] = (
@@ -11,4 +18,5 @@ CONTRIB_SPECS: tuple[ArchitectureSpec, ...] = (
     *gpt_like.SPECS,
     *encoders.SPECS,
     *ssm.SPECS,
+    *more.SPECS,
 )

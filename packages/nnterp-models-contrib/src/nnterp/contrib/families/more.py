@@ -1,0 +1,120 @@
+"""Causal LMs whose layout matches no other family, and why each is not standardized yet.
+
+The standard tree is one stack of blocks, each module called once per forward, reading and
+writing one (batch, seq, hidden) stream from the embeddings to ``lm_head``. ``NOT_STANDARDIZED``
+gives, per model type, what in the model's wiring that tree cannot describe, or which part of
+nnterp's renaming stops it. ``PENDING_SPECS`` are specs whose paths and meanings are right
+(tests/contrib/test_more_families.py checks them against plain HF hooks) but that renaming
+cannot apply yet; they join ``SPECS`` once it can.
+"""
+
+from __future__ import annotations
+
+from nnterp.contrib.families.encoders import BIG_BIRD
+from nnterp.spec import ArchitectureSpec
+
+#: GIT run on text alone (no ``pixel_values``, so no image tokens precede the text): a post-norm
+#: BERT encoder under ``git`` with a causal mask; the unembedding is the root module ``output``.
+GIT = BIG_BIRD.with_classes(
+    "GitForCausalLM",
+    name="git",
+    layers="git.encoder.layer",
+    embed_tokens="git.embeddings.word_embeddings",
+    ln_final=None,
+    lm_head="output",
+    tiny_config={},
+)
+
+#: ModernBERT decoder: pre-norm blocks (``attn_norm`` is an ``Identity`` in layer 0) with
+#: ``attn`` and ``mlp``; after ``model.final_norm`` the logits are ``decoder(lm_head(x))``,
+#: where the native ``lm_head`` is a dense/activation/LayerNorm prediction head: it is the
+#: unembedding projection, and ``decoder`` the unembedding.
+MODERNBERT_DECODER = ArchitectureSpec(
+    name="modernbert_decoder",
+    model_classes=("ModernBertDecoderForCausalLM",),
+    self_attn="attn",
+    ln_final="model.final_norm",
+    lm_head="decoder",
+    embed_tokens="model.embeddings.tok_embeddings",
+    unembedding_projection="lm_head",
+    o_proj="Wo",
+)
+
+PENDING_SPECS: tuple[ArchitectureSpec, ...] = (GIT, MODERNBERT_DECODER)
+
+SPECS: tuple[ArchitectureSpec, ...] = ()
+
+
+def _hyper_connections(update: str) -> str:
+    return (
+        "hyper-connections: the stream between blocks is hc_mult parallel streams shaped "
+        f"(batch, seq, hc_mult, hidden); each sublayer reads a learned mix of them and the block writes {update}; "
+        "hc_head collapses them before the final norm"
+    )
+
+
+def _reruns(what: str) -> str:
+    return (
+        f"{what}, so a layer module is called several times per forward and its first output (what a "
+        "module site reads) is not the stream the next block receives"
+    )
+
+
+#: Why each of these causal-LM types has no spec (shown by the status registry and the docs).
+NOT_STANDARDIZED: dict[str, str] = {
+    "blt": (
+        "byte latent transformer: an entropy patcher model, a byte-level local encoder, a patch-level global "
+        "transformer and a byte-level local decoder (with cross-attention added between its layers); no single "
+        "stack of blocks carries one stream from the embeddings to lm_head"
+    ),
+    "cpmant": (
+        "CPM-Ant prepends config.prompt_length learned prompt positions inside the model, so every layer's "
+        "stream is prompt_length positions longer than the input; it ignores attention_mask and masks by each "
+        "row's count of non-zero ids, which only right padding satisfies"
+    ),
+    "deepseek_v4": _hyper_connections("post * output + comb^T @ streams (a learned mixing of the streams)"),
+    "dory": _reruns(
+        "looped transformer: the middle n_recurrent_layers blocks run n_recurrent_loops times, each loop "
+        "restarting from norm(stream) + norm(input section's output)"
+    ),
+    "git": (
+        "the spec is ready (nnterp.contrib.families.more.GIT) but its unembedding is a root module named "
+        "`output`, which nnterp's renaming cannot alias: NNsight resolves a rename key `output` to each envoy's "
+        "`.output` value, and mounts that module as `E_output`"
+    ),
+    "hrm_text": _reruns(
+        "hierarchical reasoning model: two stacks (L_module, H_module) run H_cycles * (L_cycles + 1) passes "
+        "per forward on two interleaved states"
+    ),
+    "hy_v4": _hyper_connections("streams + post * output, each stream getting its own weight of the output"),
+    "longcat_flash": (
+        "each layer holds two attention/MLP sub-blocks (self_attn[0], mlps[0], self_attn[1], mlps[1]) and a "
+        "shortcut MoE (mlp) added at its end: self_attn and the norms are ModuleLists that are never called, "
+        "so the standard self_attn cannot name one attention, and a layer adds two attention outputs and three "
+        "MLP outputs where the tree has one site of each"
+    ),
+    "modernbert-decoder": (
+        "the spec is ready (nnterp.contrib.families.more.MODERNBERT_DECODER) but the unembedding is `decoder` "
+        "while a native `lm_head` is the prediction head before it (logits = decoder(lm_head(final_norm(x)))); "
+        "NNsight's rename will not bind the alias lm_head over the native child of that name"
+    ),
+    "prophetnet": (
+        "each decoder layer carries the main stream and config.ngram predicting streams concatenated along "
+        "the sequence, (batch, (1 + ngram) * seq, hidden); only the first seq positions are the main stream"
+    ),
+    "qwen4_exp": (
+        "gated hyper-connections: the stream is hc_count streams flattened to (batch, seq, hc_count * hidden); "
+        "each sublayer reads a gated mix of them and its output is injected into every stream with learned "
+        "weights inline (no module returns the injection); the layers in ple_layer_ids also add a per-layer "
+        "n-gram embedding inline, and hyper_connection_mixer collapses the streams before lm_head"
+    ),
+    "xlm": (
+        "XLM has no block modules: each layer's attention, layer_norm1, ffn and layer_norm2 sit in four separate "
+        "ModuleLists applied in a loop of the model's forward, so no module's input and output are a layer's"
+    ),
+    "xlnet": (
+        "XLNet's stream is sequence-first, (seq, batch, hidden) (input_ids are transposed on entry), its blocks "
+        "are post-norm, and its layers attend bidirectionally unless a permutation mask is given"
+    ),
+}
+NOT_STANDARDIZED["qwen4_exp_text"] = NOT_STANDARDIZED["qwen4_exp"]
