@@ -55,11 +55,17 @@ def resolve_paths(model: torch.nn.Module, spec: ArchitectureSpec) -> dict[str, s
 
 
 def rename_mapping(paths: dict[str, str | None]) -> dict[str, str]:
-    """NNsight ``rename=`` entries giving each resolved part its standard name."""
+    """NNsight ``rename=`` entries giving each resolved part its standard name.
+
+    A module whose name is also an envoy attribute (GIT's root ``output``) is mounted by
+    NNsight under a prefixed name, which is the one its alias must name."""
+    from nnsight.intervention.envoy import Envoy
+
     mapping: dict[str, str] = {}
     for part, path in paths.items():
         if path is not None and path != part:
-            mapping[path] = part
+            names = [f"{Envoy.OVERLOAD_PREFIX}{name}" if hasattr(Envoy, name) else name for name in path.split(".")]
+            mapping[".".join(names)] = part
     return mapping
 
 

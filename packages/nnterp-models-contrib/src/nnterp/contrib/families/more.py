@@ -40,9 +40,9 @@ MODERNBERT_DECODER = ArchitectureSpec(
     o_proj="Wo",
 )
 
-PENDING_SPECS: tuple[ArchitectureSpec, ...] = (GIT, MODERNBERT_DECODER)
+PENDING_SPECS: tuple[ArchitectureSpec, ...] = (MODERNBERT_DECODER,)
 
-SPECS: tuple[ArchitectureSpec, ...] = ()
+SPECS: tuple[ArchitectureSpec, ...] = (GIT,)
 
 
 def _hyper_connections(update: str) -> str:
@@ -76,11 +76,6 @@ NOT_STANDARDIZED: dict[str, str] = {
     "dory": _reruns(
         "looped transformer: the middle n_recurrent_layers blocks run n_recurrent_loops times, each loop "
         "restarting from norm(stream) + norm(input section's output)"
-    ),
-    "git": (
-        "the spec is ready (nnterp.contrib.families.more.GIT) but its unembedding is a root module named "
-        "`output`, which nnterp's renaming cannot alias: NNsight resolves a rename key `output` to each envoy's "
-        "`.output` value, and mounts that module as `E_output`"
     ),
     "hrm_text": _reruns(
         "hierarchical reasoning model: two stacks (L_module, H_module) run H_cycles * (L_cycles + 1) passes "
