@@ -64,7 +64,27 @@ def normalize_layer(model: StandardizedTransformer, layer: int) -> int:
     return normalize_index(layer, model.num_layers, "layer")
 
 
-class LayerAccessor:
+class _PerLayerView:
+    """What every per-layer accessor shares: its length, iteration in layer order, repr."""
+
+    _model: StandardizedTransformer
+    description: str
+
+    def __getitem__(self, layer: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self._model.num_layers
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for layer in range(len(self)):
+            yield self[layer]
+
+    def __repr__(self) -> str:
+        return f"<{self.description} of {self._model.num_layers} layers>"
+
+
+class LayerAccessor(_PerLayerView):
     """``accessor[i]`` reads, ``accessor[i] = value`` writes one activation of layer ``i``.
 
     Args:
@@ -122,15 +142,6 @@ class LayerAccessor:
                 value = value.reshape(first_tensor(current).shape)
             envoy.output = replace_first(current, value)
 
-    def __len__(self) -> int:
-        return self._model.num_layers
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        for layer in range(len(self)):
-            yield self[layer]
-
-    def __repr__(self) -> str:
-        return f"<{self.description} of {self._model.num_layers} layers>"
 
 
 def child_envoy(envoy: Any, path: str) -> Any:
@@ -168,7 +179,7 @@ def module_argument(envoy: Any, name: str, position: int) -> Any:
     return args[position]
 
 
-class ContributionAccessor:
+class ContributionAccessor(_PerLayerView):
     """``accessor[i]``: what a sublayer of layer ``i`` adds to the residual stream.
 
     Read as the spec's `nnterp.spec.Contribution` says (the sublayer module's output by
@@ -280,15 +291,6 @@ class ContributionAccessor:
             raw = raw.reshape(first_tensor(current).shape)
         envoy.output = replace_first(current, raw)
 
-    def __len__(self) -> int:
-        return self._model.num_layers
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        for layer in range(len(self)):
-            yield self[layer]
-
-    def __repr__(self) -> str:
-        return f"<{self.description} of {self._model.num_layers} layers>"
 
 
 class AttentionProbabilitiesAccessor:
