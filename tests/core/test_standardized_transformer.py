@@ -193,15 +193,22 @@ def test_project_on_vocab_of_last_layer_equals_logits(model_type):
     torch.testing.assert_close(projected, logits, atol=1e-5, rtol=1e-5)
 
 
-def test_topk_closest_tokens_are_the_projection_argmax(llama):
+def test_topk_tokens_are_the_projection_argmax(llama):
     with torch.no_grad(), llama.trace(PROMPTS[0]):
         hidden = llama.layers_output[-1][:, -1]
-        probs, ids = llama.get_topk_closest_tokens(hidden, k=3)
+        probs, ids = llama.topk_tokens(hidden, k=3)
         probs, ids = probs.save(), ids.save()
+        last = hidden.save()
         next_probs = llama.next_token_probs.save()
     expected = next_probs.topk(3, dim=-1)
     torch.testing.assert_close(probs, expected.values)
     assert torch.equal(ids, expected.indices)
+    # nnterp 1.x's form: {token: probability} for one state, a list of them for a batch.
+    names = llama.tokenizer.convert_ids_to_tokens(expected.indices[0].tolist())
+    one = llama.get_topk_closest_tokens(last[0], k=3)
+    assert list(one) == names
+    torch.testing.assert_close(torch.tensor(list(one.values())), expected.values[0])
+    assert llama.get_topk_closest_tokens(last, k=3) == [one]
 
 
 def test_input_ids_and_attention_mask_are_the_left_padded_batch(llama):

@@ -466,10 +466,8 @@ class StandardizedTransformer(TransformersModel):
         ``project_in``), or ``None`` when the embeddings have the stream's width."""
         return _optional_submodule(self._module, self.spec.embedding_projection)
 
-    def get_topk_closest_tokens(
-        self, hidden_states: torch.Tensor, k: int = 10
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The ``k`` tokens a hidden state predicts most (through `project_on_vocab`).
+    def topk_tokens(self, hidden_states: torch.Tensor, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``k`` tokens a hidden state predicts most (through `project_on_vocab`), as tensors.
 
         Args:
             hidden_states: (..., hidden).
@@ -477,9 +475,59 @@ class StandardizedTransformer(TransformersModel):
 
         Returns:
             ``(probabilities, token_ids)``, each (..., k), most likely first.
+
+        Example:
+            >>> with model.trace("The capital of France is"):
+            ...     probs, ids = model.topk_tokens(model.layers_output[-1][:, -1], k=3)
+            ...     probs, ids = probs.save(), ids.save()
         """
         probs = self.project_on_vocab(hidden_states).softmax(dim=-1)
         return probs.topk(k, dim=-1)
+
+    def probs_to_dict(self, tokens: torch.Tensor, probs: torch.Tensor) -> dict[str, float]:
+        """``{token string: probability}`` for token ids ``tokens`` (k,) and ``probs`` (k,)
+        (nnterp 1.x).
+
+        Example:
+            >>> model.probs_to_dict(torch.tensor([42]), torch.tensor([0.5]))
+        """
+        names = self.tokenizer.convert_ids_to_tokens(tokens.tolist())
+        return {name: float(prob) for name, prob in zip(names, probs)}
+
+    def get_topk_closest_tokens(
+        self, hidden_state: torch.Tensor, k: int = 5
+    ) -> dict[str, float] | list[dict[str, float]]:
+        """The ``k`` tokens a hidden state predicts most, as nnterp 1.x returns them: a dict
+        ``{token: probability}`` for a (hidden,) state, a list of them for (batch, hidden).
+        Outside a trace (on saved states); `topk_tokens` gives tensors, inside a trace too.
+
+        Raises:
+            InvalidInputError: a state that is not (hidden,) or (batch, hidden).
+
+        Example:
+            >>> with model.trace("The capital of France is"):
+            ...     h = model.layers_output[-1][0, -1].save()
+            >>> model.get_topk_closest_tokens(h)      # {'ĠParis': 0.77, ...}
+        """
+        input_checks.require_hidden(hidden_state, self.hidden_size, "hidden_state")
+        if hidden_state.dim() not in (1, 2):
+            raise InvalidInputError(
+                f"hidden_state has shape {tuple(hidden_state.shape)}: pass (hidden,) or (batch, hidden), "
+                "or use topk_tokens for any shape."
+            )
+        module = self._module
+        with torch.no_grad():
+            state = hidden_state.to(module.get_input_embeddings().weight.device)
+            norm = module.get_submodule(self.paths["ln_final"]) if self.paths["ln_final"] else None
+            normed = first_tensor(norm(state)) if norm is not None else state
+            projection = self.unembedding_projection_module()
+            if projection is not None:
+                normed = projection(normed)
+            logits = postprocess_logits(module.get_submodule(self.paths["lm_head"])(normed), self.spec, module.config)
+            top = logits.softmax(-1).topk(k, dim=-1)
+        if hidden_state.dim() == 1:
+            return self.probs_to_dict(top.indices, top.values)
+        return [self.probs_to_dict(ids, probs) for ids, probs in zip(top.indices, top.values)]
 
     def steer(
         self,
@@ -573,10 +621,21 @@ class StandardizedTransformer(TransformersModel):
         """
         self.skip_layers(layer, layer, skip_with)
 
-    def skip_layers(self, start_layer: int, end_layer: int, skip_with: torch.Tensor | None = None) -> None:
+    def detect_layer_output_type(self) -> None:
+        """nnterp 1.x's probe of whether layers return tuples: known from loading here, so this
+        does nothing (kept so 1.x code runs)."""
+
+    def skip_layers(
+        self,
+        start_layer: int,
+        end_layer: int,
+        skip_with: torch.Tensor | None = None,
+        layer_returns_tuple: bool | None = None,
+    ) -> None:
         """Skip layers ``start_layer`` to ``end_layer`` inclusive (inside a trace).
 
         The residual stream entering ``start_layer`` (or ``skip_with``) leaves ``end_layer``.
+        ``layer_returns_tuple`` (nnterp 1.x) is accepted and not needed: loading knows it.
         """
         start = normalize_layer(self, start_layer)
         end = normalize_layer(self, end_layer)
