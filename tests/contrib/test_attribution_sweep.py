@@ -31,6 +31,11 @@ IDENTITY_TYPES = sorted(
 
 
 def _plain_logits(model: StandardizedTransformer, hf_model: torch.nn.Module) -> torch.Tensor:
+    if model.spec.position_embedding is not None:
+        # Its own position embedding ignores left padding: the reference is each prompt alone.
+        with torch.no_grad():
+            alone = [hf_model(**model.tokenizer(prompt, return_tensors="pt")).logits[0, -1] for prompt in PROMPTS]
+        return torch.stack(alone).float()
     batch = model.tokenizer(PROMPTS, return_tensors="pt", padding=True)
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     if model.spec.position_ids_from_mask:
