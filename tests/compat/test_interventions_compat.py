@@ -8,7 +8,6 @@ result layout and values are checked against a hand computation on the plain HF 
 from __future__ import annotations
 
 import warnings
-from functools import lru_cache
 
 import pytest
 import torch
@@ -33,25 +32,15 @@ from nnterp.prompt_utils import (
     next_token_probs_unsqueeze,
     run_prompts,
 )
-from nnterp.testing import tiny_model, tiny_tokenizer
+from nnterp.testing import tiny_tokenizer
+
+from ..interventions.conftest import wrapped
 
 ARCHITECTURES = ["llama", "gpt2", "gemma2"]
 PEAR = "\U0001f350"
 
 
 # ---------------------------------------------------------------- plain-HF hand computations
-
-
-@lru_cache(maxsize=None)
-def wrapped(model_type: str):
-    """(StandardizedTransformer, the plain HF model it wraps) for a tiny ``model_type``."""
-    from nnterp import StandardizedTransformer
-
-    hf_model = tiny_model(model_type)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = StandardizedTransformer(hf_model, tiny_tokenizer())
-    return model, hf_model
 
 
 @pytest.fixture(params=ARCHITECTURES)
