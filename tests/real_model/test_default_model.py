@@ -24,7 +24,7 @@ from nnterp.default_model import (
 )
 from nnterp.errors import InvalidInputError
 
-from .helpers import token_id
+from .helpers import assert_logits_equal_plain, token_id
 
 pytestmark = pytest.mark.slow
 
@@ -54,29 +54,11 @@ def test_paris_is_the_top_next_token(smollm2):
 
 
 def test_logits_equal_plain_transformers_bit_for_bit(smollm2, plain_hf):
-    hf_model, hf_tokenizer = plain_hf
-    encoding = hf_tokenizer(FRANCE, return_tensors="pt")
-    with torch.no_grad():
-        expected = hf_model(**encoding).logits
-    with smollm2.trace(FRANCE):
-        input_ids = smollm2.input_ids.save()
-        logits = smollm2.logits.save()
-    assert torch.equal(input_ids, encoding["input_ids"])
-    assert torch.equal(logits, expected)
+    assert_logits_equal_plain(smollm2, *plain_hf, FRANCE)
 
 
 def test_batched_logits_equal_plain_transformers(smollm2, plain_hf):
-    hf_model, hf_tokenizer = plain_hf
-    prompts = [FRANCE, "The capital of Spain, a country in Europe, is"]
-    encoding = hf_tokenizer(prompts, return_tensors="pt", padding=True)
-    position_ids = (encoding["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-    with torch.no_grad():
-        expected = hf_model(**encoding, position_ids=position_ids).logits
-    with smollm2.trace(prompts):
-        logits = smollm2.logits.save()
-    mask = encoding["attention_mask"].bool()
-    assert logits.shape == expected.shape
-    assert torch.equal(logits[mask], expected[mask])
+    assert_logits_equal_plain(smollm2, *plain_hf, [FRANCE, "The capital of Spain, a country in Europe, is"])
 
 
 def test_attention_probabilities_are_distributions_equal_to_transformers(smollm2, plain_hf):

@@ -28,7 +28,7 @@ from nnterp.default_model import (
 )
 from nnterp.errors import InvalidInputError
 
-from .helpers import token_id
+from .helpers import assert_logits_equal_plain, token_id
 
 pytestmark = pytest.mark.slow
 
@@ -82,30 +82,11 @@ def test_paris_is_among_the_top_five_next_tokens(gemma3, plain_gemma3):
 
 
 def test_logits_equal_plain_transformers_bit_for_bit(gemma3, plain_gemma3):
-    hf_model, hf_tokenizer = plain_gemma3
-    encoding = hf_tokenizer(FRANCE, return_tensors="pt")
-    with torch.no_grad():
-        expected = hf_model(**encoding).logits
-    with gemma3.trace(FRANCE):
-        input_ids = gemma3.input_ids.save()
-        logits = gemma3.logits.save()
-    assert torch.equal(input_ids, encoding["input_ids"])
-    assert torch.equal(logits, expected)
+    assert_logits_equal_plain(gemma3, *plain_gemma3, FRANCE)
 
 
 def test_left_padded_batch_logits_equal_plain_transformers(gemma3, plain_gemma3):
-    hf_model, hf_tokenizer = plain_gemma3
-    prompts = [FRANCE, "The capital of Spain, a country in Europe, is"]
-    encoding = hf_tokenizer(prompts, return_tensors="pt", padding=True)
-    assert not encoding["attention_mask"][0].all(), "the first prompt must be left-padded"
-    position_ids = (encoding["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-    with torch.no_grad():
-        expected = hf_model(**encoding, position_ids=position_ids).logits
-    with gemma3.trace(prompts):
-        logits = gemma3.logits.save()
-    mask = encoding["attention_mask"].bool()
-    assert logits.shape == expected.shape
-    assert torch.equal(logits[mask], expected[mask])
+    assert_logits_equal_plain(gemma3, *plain_gemma3, [FRANCE, "The capital of Spain, a country in Europe, is"])
 
 
 def test_load_used_no_network_no_pickle_and_changed_no_environment(gemma3_load):
