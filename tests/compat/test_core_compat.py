@@ -501,21 +501,6 @@ def test_rename_config_attention_probabilities_chain():
     close(probs, scores.softmax(-1).detach())
 
 
-def test_rename_config_1x_attention_probability_function_is_refused_with_the_fix():
-    from nnterp.rename_utils import AttnProbFunction, RenameConfig  # 1.x's import path
-
-    class NumberedLabels(AttnProbFunction):
-        def get_attention_prob_source(self, attention_module, return_module_source=False):
-            return attention_module.source.attention_interface_0.source.nn_functional_dropout_0
-
-    assert RenameConfig is nnterp.RenameConfig
-    for source in (NumberedLabels(), NumberedLabels().get_attention_prob_source):
-        with pytest.raises(InvalidInputError, match="attention_interface"):
-            nnterp.StandardizedTransformer(
-                tiny_model("llama"), tiny_tokenizer(), rename_config=RenameConfig(attn_prob_source=source)
-            )
-
-
 def test_get_rename_dict_is_1x_alias_table_for_plain_nnsight():
     from nnsight import NNsight
 

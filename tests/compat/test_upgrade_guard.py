@@ -19,6 +19,7 @@ import hashlib
 import re
 import subprocess
 import sys
+import sysconfig
 import venv
 import zipfile
 from pathlib import Path
@@ -109,3 +110,23 @@ def test_nnterp_1x_then_nnterp_core_refuses_to_import_and_the_named_fix_works(en
     assert not any((site / "nnterp" / name).exists() for name in ONLY_1X)
     shipped = ROOT / OURS["nnterp-interventions"] / "nnterp" / "prompt_utils.py"
     assert (site / "nnterp" / "prompt_utils.py").read_bytes() == shipped.read_bytes()
+
+
+def test_nnterp_core_then_nnterp_1x_refuses_to_import_with_the_fix(environment, tmp_path):
+    # 1.x's __init__, standardized_transformer and nnsight_utils replace 2.0's files here, so the
+    # refusal must come from a file 1.x does not overwrite.
+    python, pip, site = environment
+    # 1.x's modules import torch before anything of nnterp: let the venv see this one's packages
+    # (a path entry, so the editable nnterp installs' .pth files there are not processed).
+    (site / "outer_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    ours = {name: _source_wheel(name, ROOT / folder, tmp_path) for name, folder in OURS.items()}
+    _run([*pip, "install", "-q", "--no-deps", "--no-index", *map(str, ours.values())])
+    _run([*pip, "install", "-q", "--no-deps", "--no-index", str(_wheel_1x(tmp_path))])
+    legacy_init = zipfile.ZipFile(_wheel_1x(tmp_path)).read("nnterp/__init__.py")
+    assert (site / "nnterp" / "__init__.py").read_bytes() == legacy_init  # 1.x's code would run
+
+    for statement in ("import nnterp", "from nnterp import StandardizedTransformer", "import nnterp.nnsight_utils"):
+        refused = _run([python, "-c", statement], check=False)
+        assert refused.returncode != 0, statement
+        assert "ConflictingInstallError" in refused.stderr and "nnterp 1.3.0" in refused.stderr
+        assert "pip uninstall -y nnterp" in refused.stderr

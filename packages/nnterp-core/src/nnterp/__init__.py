@@ -28,9 +28,10 @@ from nnterp import compat as _compat  # noqa: E402
 # nnterp 1.x (distribution `nnterp`) writes into this same folder: refuse to run a mixture.
 _compat.refuse_legacy_install()
 
-# nnterp 1.x's `nnterp.rename_utils` (RenameConfig, AttnProbFunction) is `nnterp.compat` now.
-rename_utils = _compat
-_sys.modules.setdefault("nnterp.rename_utils", _compat)
+# nnterp 1.x's `nnterp.rename_utils` (RenameConfig, AttnProbFunction, its helpers).
+from nnterp import legacy_rename as rename_utils  # noqa: E402
+
+_sys.modules.setdefault("nnterp.rename_utils", rename_utils)
 
 from nnterp._sibling_hints import install as _install_sibling_hints  # noqa: E402
 

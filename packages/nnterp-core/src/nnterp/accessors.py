@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
+from nnterp.compat import LegacyProbabilityMethods
 from nnterp.errors import InvalidInputError
 from nnterp.inputs import nnsight_error, normalize_index
 from nnterp.nnsight_seams import run_state
@@ -293,7 +294,7 @@ class ContributionAccessor(_PerLayerView):
 
 
 
-class AttentionProbabilitiesAccessor:
+class AttentionProbabilitiesAccessor(LegacyProbabilityMethods):
     """``model.attention_probabilities[i]``: layer ``i``'s attention probabilities.
 
     Shape ``(batch, heads, query_positions, key_positions)``; each row sums to 1. Assigning

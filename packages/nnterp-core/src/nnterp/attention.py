@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from nnterp.errors import UnavailableComponentError
+from nnterp.errors import NnterpError, UnavailableComponentError
 from nnterp.nnsight_seams import compiled_operations
 
 
@@ -74,6 +74,8 @@ def locate_probabilities(attention_envoy: Any, chain: tuple[str, ...] | None, la
             "this architecture's attention computes no explicit probabilities "
             "(its spec sets attention_probabilities=None)"
         )
+    if callable(chain):
+        return _legacy_locator_operation(chain, attention_envoy, layer)
     owner = attention_envoy  # the module whose forward (or method) is being read; None in a free function
     source = None
     operation = None
@@ -100,3 +102,20 @@ def locate_probabilities(attention_envoy: Any, chain: tuple[str, ...] | None, la
                 owner = None
             source = operation.source
     return operation
+
+
+def _legacy_locator_operation(locator: Any, attention_envoy: Any, layer: int) -> Any:
+    """The operation an nnterp 1.x attention-probability function (``RenameConfig.attn_prob_source``,
+    an ``AttnProbFunction`` or a plain function of the attention envoy) points at."""
+    name = getattr(locator, "__name__", type(locator).__name__)
+    try:
+        return locator(attention_envoy)
+    except NnterpError:
+        raise
+    except Exception as error:  # user code reading NNsight's source labels: any failure means the same
+        raise UnavailableComponentError(
+            f"attention probabilities of layer {layer}: the nnterp 1.x locator {name} failed ({error}). "
+            "1.x locators name NNsight's numbered .source operations, which differ between NNsight "
+            "versions; `model.attention_probabilities.print_source()` shows the current names, or pass "
+            "the call names instead: attn_prob_source=('attention_interface', 'nn.functional.dropout')."
+        ) from None

@@ -24,7 +24,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
-from nnterp.errors import InvalidInputError, NnterpError, RenamingError
+from nnterp._install_guard import ConflictingInstallError, legacy_distribution_version, refuse_legacy_install
+from nnterp.errors import InvalidInputError, RenamingError
 
 if TYPE_CHECKING:
     import torch
@@ -56,10 +57,13 @@ EXPLICIT_SIZE_KEYS = {
 
 
 class AttnProbFunction(ABC):
-    """nnterp 1.x's base class of attention-probability locators (importable, so 1.x modules
-    defining one still import). `RenameConfig` refuses an instance: nnterp 2 locates the
-    probabilities by call names instead (``attn_prob_source=("attention_interface",
-    "nn.functional.dropout")``); see `spec_from_rename_config`.
+    """nnterp 1.x's base class of attention-probability locators: called with layer ``i``'s
+    attention envoy inside a trace, it returns the operation whose output is the probabilities.
+
+    `RenameConfig(attn_prob_source=...)` accepts an instance (or a plain function of the same
+    signature) as 1.x did. Its NNsight ``.source`` names (``attention_interface_0``) are
+    NNsight's and can change between versions; the call-name chain nnterp 2 uses
+    (``attn_prob_source=("attention_interface", "nn.functional.dropout")``) does not.
 
     Example:
         >>> class Mine(AttnProbFunction):
@@ -73,6 +77,58 @@ class AttnProbFunction(ABC):
 
     def __call__(self, attention_module: Any, return_module_source: bool = False) -> Any:
         return self.get_attention_prob_source(attention_module, return_module_source)
+
+
+class LegacyProbabilityMethods:
+    """nnterp 1.x's methods of ``model.attention_probabilities`` (mixed into its accessor).
+
+    Example:
+        >>> model.attention_probabilities.enabled
+        True
+        >>> model.attention_probabilities.check_source(layer=0)   # raises RenamingError if wrong
+    """
+
+    _model: Any
+
+    @property
+    def enabled(self) -> bool:
+        """Whether attention probabilities can be read (``enable_attention_probs=True`` at load)."""
+        return bool(self._model.attention_probabilities_enabled)
+
+    def disable(self) -> None:
+        """Turn attention probabilities off: later reads raise `UnavailableComponentError`."""
+        self._model.attention_probabilities_enabled = False
+
+    def check_source(self, layer: int = 0, allow_dispatch: bool = True, use_trace: bool = True) -> None:
+        """Check, as nnterp 1.x did, that layer ``layer``'s probabilities have the shape
+        (batch, heads, seq, seq), are distributions over keys, and that editing them changes the
+        logits. ``allow_dispatch`` and ``use_trace`` are accepted for 1.x code (the check always
+        runs one traced forward on the loaded weights).
+
+        Raises:
+            RenamingError: the probabilities fail one of the checks (the message says which).
+            UnavailableComponentError: probabilities are off, or ``layer`` has no softmax attention.
+        """
+        import torch
+
+        from nnterp.accessors import normalize_layer
+        from nnterp.validation import edited_probabilities_logits, observe, probability_failures, probe_inputs
+
+        model = self._model
+        model._require_attention_probabilities()
+        layer = normalize_layer(model, layer)
+        inputs = probe_inputs(model, 1)
+        seen = observe(model, inputs, [layer], probability_layer=layer)
+        assert seen.probabilities is not None  # observe() read them at probability_layer
+        failures = probability_failures(model, seen.probabilities, inputs["input_ids"].shape[1])
+        if not failures and torch.equal(edited_probabilities_logits(model, inputs, layer), seen.logits):
+            failures = ["editing the attention probabilities did not change the logits"]
+        if failures:
+            raise RenamingError(
+                f"attention probabilities of layer {layer}: {failures[0]}. Fix the spec's "
+                "attention_probabilities chain (or RenameConfig.attn_prob_source); "
+                "`model.attention_probabilities.print_source()` shows the attention's forward."
+            )
 
 
 @dataclass
@@ -93,8 +149,8 @@ class RenameConfig:
         layers_name: name(s) of the list of layers (``layers``).
         attn_prob_source: how to find attention probabilities. nnterp 2 finds them by the
             names of the calls in the attention's forward: give that chain as a tuple, e.g.
-            ``("attention_interface", "nn.functional.dropout")``. A 1.x function (which read
-            NNsight's numbered ``.source`` labels) is refused with that fix.
+            ``("attention_interface", "nn.functional.dropout")``, or a 1.x `AttnProbFunction`
+            (or function of the attention envoy), which is called as 1.x called it.
         ignore_mlp: the layers have no MLP module (``mlp`` becomes unavailable).
         ignore_attn: the layers have no attention module.
         attn_head_config_key, hidden_size_config_key, vocab_size_config_key: extra config
@@ -157,6 +213,22 @@ def generic_spec(model_class_name: str) -> ArchitectureSpec:
     )
 
 
+def _probability_locator(source: Any) -> Any:
+    """``RenameConfig.attn_prob_source`` as a spec's ``attention_probabilities``: a chain of call
+    names, or a 1.x locator (an `AttnProbFunction` or a function of the attention envoy)."""
+    if callable(source):
+        return source
+    if isinstance(source, str):
+        source = (source,)
+    if isinstance(source, (tuple, list)) and source and all(isinstance(s, str) for s in source):
+        return tuple(source)
+    raise InvalidInputError(
+        f"RenameConfig.attn_prob_source must be a chain of call names, e.g. "
+        f"('attention_interface', 'nn.functional.dropout'), or an nnterp 1.x AttnProbFunction; got {source!r}. "
+        "`model.attention_probabilities.print_source()` shows the attention's forward."
+    )
+
+
 def spec_from_rename_config(
     model: torch.nn.Module, base: ArchitectureSpec | None, rename_config: RenameConfig
 ) -> ArchitectureSpec:
@@ -167,7 +239,7 @@ def spec_from_rename_config(
     `EXPLICIT_SIZE_KEYS` (an attribute no HF code reads), so it wins over the config's keys.
 
     Raises:
-        InvalidInputError: a field of the wrong type, or a 1.x ``attn_prob_source`` function.
+        InvalidInputError: a field of the wrong type.
 
     Example:
         >>> spec = spec_from_rename_config(hf_model, None, RenameConfig(layers_name="stack"))
@@ -203,16 +275,7 @@ def spec_from_rename_config(
             changes[part] = _unique(given + list(spec.path(part)))
     source = rename_config.attn_prob_source
     if source is not None:
-        if not (isinstance(source, (tuple, list)) and source and all(isinstance(s, str) for s in source)):
-            raise InvalidInputError(
-                "RenameConfig.attn_prob_source: nnterp 1.x's attention-probability functions read "
-                "NNsight's numbered .source labels, which move between versions; nnterp 2 finds the "
-                "operation by the names of the calls in the attention's forward. Pass that chain "
-                "instead, e.g. attn_prob_source=('attention_interface', 'nn.functional.dropout') "
-                "(or ArchitectureSpec(attention_probabilities=...)); `model.attention_probabilities."
-                "print_source()` shows the forward."
-            )
-        changes["attention_probabilities"] = tuple(source)
+        changes["attention_probabilities"] = _probability_locator(source)
     config = getattr(model, "config", None)
     for spec_field, value, name in (
         ("num_heads_keys", rename_config.attn_head_config_key, "attn_head_config_key"),
@@ -383,63 +446,6 @@ class ModuleAccessor:
         return self._root("lm_head")
 
 
-# -- nnterp 1.x and nnterp-core in one environment ----------------------------------------------
-
-
-class ConflictingInstallError(NnterpError, ImportError):
-    """nnterp 1.x (the distribution ``nnterp``) is installed next to nnterp-core 2: both put
-    their files in the same ``nnterp/`` folder, so the code that runs is a mixture.
-
-    The message gives the fix: uninstall ``nnterp``, then reinstall the nnterp-* distributions
-    (uninstalling ``nnterp`` also deletes the files the two share).
-    """
-
-
-def legacy_distribution_version() -> str | None:
-    """The version of an installed nnterp 1.x distribution (``nnterp`` < 2), or ``None``.
-
-    Example:
-        >>> legacy_distribution_version()      # nothing of nnterp 1.x installed
-    """
-    from importlib import metadata
-
-    try:
-        version = str(metadata.version("nnterp"))
-    except metadata.PackageNotFoundError:
-        return None
-    major = version.split(".", 1)[0]
-    return version if major.isdigit() and int(major) < 2 else None
-
-
-def refuse_legacy_install() -> None:
-    """Raise `ConflictingInstallError` when nnterp 1.x is installed in this environment.
-
-    Called by ``import nnterp``.
-    """
-    from importlib import metadata
-
-    version = legacy_distribution_version()
-    if version is None:
-        return
-    ours: dict[str, str] = {}
-    for dist in metadata.distributions():
-        name = dist.metadata["Name"] or ""
-        normalized = name.lower().replace("_", "-")
-        if normalized.startswith("nnterp-") and normalized != "nnterp-workspace":
-            ours[normalized] = dist.version
-    ours = ours or {"nnterp-core": ""}
-    reinstall = " ".join(f"{name}=={v}" if v else name for name, v in sorted(ours.items()))
-    raise ConflictingInstallError(
-        f"nnterp {version} (the distribution `nnterp`, nnterp 1.x) is installed in this environment "
-        f"together with nnterp 2 ({', '.join(sorted(ours))}); both install into the same `nnterp/` "
-        "folder, so the code that would run is a mixture of the two. Fix: uninstall nnterp 1.x, "
-        "then reinstall nnterp-core and its siblings (uninstalling `nnterp` also deletes files "
-        "they share with it):\n"
-        "    pip uninstall -y nnterp\n"
-        f"    pip install --force-reinstall --no-deps {reinstall}"
-    )
-
-
 __all__ = [
     "AttnProbFunction",
     "RenamingError",
@@ -449,6 +455,8 @@ __all__ = [
     "RenameConfig",
     "generic_spec",
     "get_rename_dict",
+    "LegacyProbabilityMethods",
+    "legacy_distribution_version",
     "refuse_legacy_install",
     "spec_from_rename_config",
 ]

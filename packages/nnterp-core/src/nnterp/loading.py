@@ -235,3 +235,24 @@ def prepare_tokenizer(tokenizer: Any, *, copy_if_changed: bool = True) -> Any:
                 "tokenizer.pad_token (e.g. tokenizer.add_special_tokens({'pad_token': '<pad>'}))."
             )
     return prepared
+
+
+def tokenizer_without_prefix_space(tokenizer: Any) -> Any:
+    """``tokenizer`` reloaded with ``add_prefix_space=False``, from a copy of its own files (no
+    hub access), or ``tokenizer`` itself when it has no such option or cannot be reloaded.
+
+    Example:
+        >>> tokenizer_without_prefix_space(gpt2_tokenizer)("Paris", add_special_tokens=False).input_ids
+    """
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    if getattr(tokenizer, "add_prefix_space", None) is not True:
+        return tokenizer
+    with tempfile.TemporaryDirectory(prefix="nnterp-tokenizer-") as folder:
+        try:
+            tokenizer.save_pretrained(folder)
+            return AutoTokenizer.from_pretrained(folder, add_prefix_space=False)
+        except (OSError, ValueError, TypeError):
+            return tokenizer

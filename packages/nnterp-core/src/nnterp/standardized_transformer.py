@@ -368,6 +368,23 @@ class StandardizedTransformer(TransformersModel):
         return bool(self.attention_probabilities_enabled)
 
     @property
+    def add_prefix_false_tokenizer(self) -> Any:
+        """A copy of the tokenizer loaded with ``add_prefix_space=False`` (nnterp 1.x's name), so a
+        word tokenizes as it would mid-text without a leading space. Built once, offline, from
+        the tokenizer's own files; where the tokenizer has no such option it is the tokenizer.
+
+        Example:
+            >>> model.add_prefix_false_tokenizer("Paris", add_special_tokens=False).input_ids
+            [40313]
+        """
+        cached = getattr(self, "_add_prefix_false_tokenizer", None)
+        if cached is None:
+            from nnterp.loading import tokenizer_without_prefix_space
+
+            cached = self._add_prefix_false_tokenizer = tokenizer_without_prefix_space(self.tokenizer)
+        return cached
+
+    @property
     def input_size(self) -> torch.Size:
         """Shape of the traced input ids, ``(batch, seq)``. Inside a trace.
 

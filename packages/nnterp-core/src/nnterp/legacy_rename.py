@@ -1,0 +1,162 @@
+"""``nnterp.rename_utils``: nnterp 1.x's renaming module, kept importable under its name.
+
+Everything `nnterp.compat` offers (`RenameConfig`, `AttnProbFunction`, `get_rename_dict`,
+`RenamingError`), plus 1.x's helpers that read sizes from a config and locate attention
+probabilities. The size helpers use the same config keys as nnterp 2's architecture specs; the
+probability locators find the operations by call name, so they keep working across NNsight
+versions (1.x's read NNsight's numbered ``.source`` labels).
+
+Example:
+    >>> from nnterp.rename_utils import get_num_attention_heads, RenameConfig
+    >>> get_num_attention_heads(hf_model)
+    12
+    >>> get_num_attention_heads(hf_model, rename_config=RenameConfig(attn_head_config_key=4))
+    4
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from nnterp.compat import *  # noqa: F403  (1.x's names live in nnterp.compat now)
+from nnterp.compat import CONTAINERS, LEGACY_NAMES, RenameConfig, __all__ as _compat_names
+from nnterp.errors import InvalidInputError, RenamingError
+from nnterp.spec import ArchitectureSpec
+
+if TYPE_CHECKING:
+    from nnterp.standardized_transformer import StandardizedTransformer
+
+#: Containers 1.x looked into for the standard modules.
+MODEL_NAMES = [name for name in CONTAINERS if name != "model" and "." not in name]
+ATTENTION_NAMES = list(LEGACY_NAMES["self_attn"][1:])
+MLP_NAMES = list(LEGACY_NAMES["mlp"][1:])
+LM_HEAD_NAMES = list(LEGACY_NAMES["lm_head"][1:])
+
+
+class IOType(Enum):
+    """Whether an accessor reads a module's input or its output (1.x's enum)."""
+
+    INPUT = "input"
+    OUTPUT = "output"
+
+
+def default_attn_head_config_keys() -> list[str]:
+    """Config keys tried for the number of attention heads."""
+    return list(ArchitectureSpec(model_classes=(), name="defaults").num_heads_keys)
+
+
+def default_hidden_size_config_keys() -> list[str]:
+    """Config keys tried for the hidden size."""
+    return list(ArchitectureSpec(model_classes=(), name="defaults").hidden_size_keys)
+
+
+def default_vocab_size_config_keys() -> list[str]:
+    """Config keys tried for the vocabulary size."""
+    return list(ArchitectureSpec(model_classes=(), name="defaults").vocab_size_keys)
+
+
+def text_config(model: Any) -> Any:
+    """The language model's config: ``config.text_config`` when the config has one."""
+    config = model.config
+    return getattr(config, "text_config", None) or config
+
+
+def _config_size(model: Any, keys: list[str], given: Any, field: str, raise_error: bool) -> int | None:
+    if isinstance(given, bool) or not isinstance(given, (type(None), int, str, list, tuple)):
+        raise InvalidInputError(f"RenameConfig.{field} must be None, a config key, a list of keys or an int; got {given!r}")
+    if isinstance(given, int):
+        return given
+    if isinstance(given, str):
+        keys = [*keys, given]
+    elif given is not None:
+        keys = [*keys, *given]
+    config = text_config(model)
+    for key in keys:
+        value = getattr(config, key, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    if raise_error:
+        raise RenamingError(
+            f"none of the config keys {keys} is set on {type(model).__name__}'s config; pass the key or the "
+            f"number itself as RenameConfig({field}=...)"
+        )
+    return None
+
+
+def get_num_attention_heads(model: Any, raise_error: bool = True, rename_config: RenameConfig | None = None) -> int | None:
+    """The number of attention heads in ``model``'s config (``RenameConfig.attn_head_config_key``
+    adds a key or gives the number)."""
+    given = None if rename_config is None else rename_config.attn_head_config_key
+    return _config_size(model, default_attn_head_config_keys(), given, "attn_head_config_key", raise_error)
+
+
+def get_hidden_size(model: Any, raise_error: bool = True, rename_config: RenameConfig | None = None) -> int | None:
+    """The hidden size in ``model``'s config (``RenameConfig.hidden_size_config_key`` adds a key or
+    gives the number)."""
+    given = None if rename_config is None else rename_config.hidden_size_config_key
+    return _config_size(model, default_hidden_size_config_keys(), given, "hidden_size_config_key", raise_error)
+
+
+def get_vocab_size(model: Any, raise_error: bool = True, rename_config: RenameConfig | None = None) -> int | None:
+    """The vocabulary size in ``model``'s config (``RenameConfig.vocab_size_config_key`` adds a key or
+    gives the number)."""
+    given = None if rename_config is None else rename_config.vocab_size_config_key
+    return _config_size(model, default_vocab_size_config_keys(), given, "vocab_size_config_key", raise_error)
+
+
+def _locator(chain: tuple[str, ...], name: str) -> Any:
+    def locate(attention_module: Any, return_module_source: bool = False) -> Any:
+        from nnterp.attention import locate_probabilities
+
+        operation = locate_probabilities(attention_module, chain, layer=-1)
+        return operation.source if return_module_source else operation
+
+    locate.__name__ = name
+    locate.__doc__ = (
+        f"1.x's {name}: inside a trace, the operation of ``attention_module`` whose output is the "
+        f"attention probabilities (the call chain {' -> '.join(chain)})."
+    )
+    return locate
+
+
+_INTERFACE_CHAIN = ("attention_interface", "nn.functional.dropout")
+default_attention_prob_source = _locator(_INTERFACE_CHAIN, "default_attention_prob_source")
+# transformers 5 runs GPT-2's and GPT-J's attention through the shared attention interface too.
+gpt2_attention_prob_source = _locator(_INTERFACE_CHAIN, "gpt2_attention_prob_source")
+gptj_attention_prob_source = _locator(_INTERFACE_CHAIN, "gptj_attention_prob_source")
+bloom_attention_prob_source = _locator(("self.attention_dropout",), "bloom_attention_prob_source")
+
+
+def check_model_renaming(std_model: StandardizedTransformer, model_name: str = "", *args: Any, **kwargs: Any) -> None:
+    """Check the standard tree of ``std_model`` as load-time validation does (1.x's entry point;
+    its other arguments are accepted and unused).
+
+    Raises:
+        RenamingError: a part is missing or reads the wrong values (the message says which).
+    """
+    from nnterp.validation import validate
+
+    validate(std_model)
+
+
+__all__ = [
+    *_compat_names,
+    "ATTENTION_NAMES",
+    "IOType",
+    "LM_HEAD_NAMES",
+    "MLP_NAMES",
+    "MODEL_NAMES",
+    "bloom_attention_prob_source",
+    "check_model_renaming",
+    "default_attention_prob_source",
+    "default_attn_head_config_keys",
+    "default_hidden_size_config_keys",
+    "default_vocab_size_config_keys",
+    "get_hidden_size",
+    "get_num_attention_heads",
+    "get_vocab_size",
+    "gpt2_attention_prob_source",
+    "gptj_attention_prob_source",
+    "text_config",
+]
