@@ -57,6 +57,13 @@ class TraceError(NnterpError, RuntimeError):
     read outside a trace). The message keeps NNsight's text and adds the fix."""
 
 
+class DroppedStatementsWarning(UserWarning):
+    """A per-step loop of a trace (``tracer.iter[...]``, ``tracer.all()``) waited for a step the
+    run never made, so the statements after the loop did not run (variables they assign keep
+    their old values). The message keeps NNsight's text and says how to bound the loop.
+    """
+
+
 class UnavailableComponentError(NnterpError, AttributeError):
     """The architecture has no such component (e.g. attention in a state-space model)."""
 

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import warnings
 import numbers
 import operator
 import threading
@@ -204,8 +205,17 @@ def locked_tracer_class() -> type:
                 exc_value: BaseException | None,
                 exc_traceback: TracebackType | None,
             ) -> bool:
-                with trace_lock(self.envoy), nnsight_errors():
+                with trace_lock(self.envoy), nnsight_errors(), _typed_dropped_statement_warnings():
                     return super().__exit__(exc_type, exc_value, exc_traceback)
+
+            def all(self) -> Any:
+                """Every step of the run: in a ``generate`` with ``max_new_tokens=n``, the
+                loop ``tracer.iter[:n]`` (the run makes at most n steps), so that the
+                statements after the loop run; otherwise nnsight's open ``tracer.iter[:]``."""
+                steps = self.kwargs.get("max_new_tokens")
+                if isinstance(steps, int) and not isinstance(steps, bool) and steps > 0:
+                    return self.iter[:steps]
+                return super().all()
 
             def invoke(self, *args: Any, **kwargs: Any) -> Any:
                 if args:
@@ -214,6 +224,38 @@ def locked_tracer_class() -> type:
 
         _LOCKS.tracer_class = LockedTracer
     return _LOCKS.tracer_class
+
+
+@contextlib.contextmanager
+def _typed_dropped_statement_warnings() -> Iterator[None]:
+    """Re-issue NNsight's warning that a per-step loop cut the trace body short as a
+    `DroppedStatementsWarning`, with the fix in nnterp's terms; other warnings pass unchanged."""
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as recorded:
+            warnings.simplefilter("always")
+            caught = recorded
+            yield
+    finally:
+        _reissue(caught)
+
+
+def _reissue(caught: list[warnings.WarningMessage]) -> None:
+    from nnterp.errors import DroppedStatementsWarning
+
+    for warning in caught:
+        text = str(warning.message)
+        if "was never reached" in text and "statements after it did not run" in text:
+            warnings.warn(
+                f"{text} In nnterp: `tracer.all()` inside `model.generate(..., max_new_tokens=n)` is "
+                "bounded to n steps; a loop cut short by an end-of-sequence token needs "
+                "`min_new_tokens=n`, and code that must run after the loop belongs in its own "
+                "`tracer.invoke()` or after the trace.",
+                DroppedStatementsWarning,
+                stacklevel=5,
+            )
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno, source=warning.source)
 
 
 @contextlib.contextmanager

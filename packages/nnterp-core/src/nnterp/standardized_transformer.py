@@ -367,6 +367,13 @@ class StandardizedTransformer(TransformersModel):
         """
         return bool(self.attention_probabilities_enabled)
 
+    def __repr__(self) -> str:
+        """The standard tree and the HF module behind each standard name (`nnterp.model_repr`);
+        ``print(model._module)`` shows the whole HF tree."""
+        from nnterp.model_repr import standard_tree_repr
+
+        return standard_tree_repr(self)
+
     @property
     def add_prefix_false_tokenizer(self) -> Any:
         """A copy of the tokenizer loaded with ``add_prefix_space=False`` (nnterp 1.x's name), so a
