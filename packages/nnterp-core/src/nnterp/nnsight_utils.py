@@ -232,11 +232,10 @@ def encode(model: Any, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
     return {"input_ids": encoding["input_ids"], "attention_mask": encoding["attention_mask"]}
 
 
-def _trace_options(model: Any, remote: bool) -> dict[str, Any]:
-    options = single_forward_options(model)
-    if remote:
-        options["remote"] = True
-    return options
+def _trace_options(model: Any, remote: bool | str | None) -> dict[str, Any]:
+    from nnterp.tracing import remote_options
+
+    return {**single_forward_options(model), **remote_options(remote)}
 
 
 def _collect_batch(
@@ -246,7 +245,7 @@ def _collect_batch(
     idx: int,
     stop_early: bool,
     get_activations: GetModuleOutput | None = None,
-    remote: bool = False,
+    remote: bool | str | None = False,
 ) -> torch.Tensor:
     positions = _token_columns(encoding["attention_mask"], idx)
     rows = torch.arange(positions.shape[0])
@@ -308,7 +307,7 @@ def get_token_activations(
     prompts: str | Sequence[str] | None = None,
     layers: int | Sequence[int] | None = None,
     get_activations: GetModuleOutput | None = None,
-    remote: bool = False,
+    remote: bool | str | None = False,
     idx: int | None = None,
     tracer: Any = None,
 ) -> torch.Tensor:
@@ -325,7 +324,8 @@ def get_token_activations(
         layers: layer indices (default all), negative allowed.
         get_activations: ``f(model, layer)`` giving (batch, seq, dim) inside a trace; default
             `get_layer_output` (the residual stream), e.g. `get_mlp_output`.
-        remote: run on NDIF.
+        remote: run on NDIF (``True``), or NNsight's local simulation of it (``"local"``);
+            default: the model's own setting.
         idx: the token, counted over each prompt's own tokens (default ``-1``: last; ``0``: first).
         tracer: an open tracer of ``model`` to read from instead of running a forward.
 
@@ -362,7 +362,7 @@ def collect_token_activations_batched(
     batch_size: int = 32,
     layers: int | Sequence[int] | None = None,
     get_activations: GetModuleOutput | None = None,
-    remote: bool = False,
+    remote: bool | str | None = False,
     idx: int | None = None,
     tqdm: bool | Callable[[Any], Any] | None = True,
     use_session: bool = True,
@@ -397,7 +397,7 @@ def collect_token_activations_batched(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidInputError(f"batch_size must be a positive int, got {batch_size!r}")
     if remote and use_session:
-        return collect_last_token_activations_session(model, texts, batch_size, layers, get_activations, True, idx)
+        return collect_last_token_activations_session(model, texts, batch_size, layers, get_activations, remote, idx)
     chosen = layer_indices(get_num_layers(model), layers)
     position = -1 if idx is None else idx
     order = list(range(len(texts)))
@@ -429,7 +429,7 @@ def collect_last_token_activations_session(
     batch_size: int,
     layers: int | Sequence[int] | None = None,
     get_activations: GetModuleOutput | None = None,
-    remote: bool = False,
+    remote: bool | str | None = False,
     idx: int | None = None,
 ) -> torch.Tensor:
     """Activations at token ``idx`` of every prompt, batch by batch in one NNsight session
@@ -455,7 +455,9 @@ def collect_last_token_activations_session(
     read = get_activations or get_layer_output
     encodings = [encode(model, texts[start : start + batch_size]) for start in range(0, len(texts), batch_size)]
     columns = [_token_columns(encoding["attention_mask"], position) for encoding in encodings]
-    with torch.no_grad(), model.session(remote=remote):
+    from nnterp.tracing import remote_options
+
+    with torch.no_grad(), model.session(**remote_options(remote)):
         batches: list[Any] = []
         for encoding, cols in zip(encodings, columns):
             rows = torch.arange(cols.shape[0])
@@ -469,7 +471,7 @@ def collect_last_token_activations_session(
     return result
 
 
-def compute_next_token_probs(model: Any, prompt: str | Sequence[str], remote: bool = False) -> torch.Tensor:
+def compute_next_token_probs(model: Any, prompt: str | Sequence[str], remote: bool | str | None = False) -> torch.Tensor:
     """Next-token probabilities after each prompt (one forward): (batch, vocab), on the CPU.
 
     Example:
@@ -480,8 +482,9 @@ def compute_next_token_probs(model: Any, prompt: str | Sequence[str], remote: bo
     import nnsight
 
     texts = prompt_list(prompt)
-    options = {"remote": True} if remote else {}
-    with torch.no_grad(), model.trace(dict(encode(model, texts)), **options):
+    from nnterp.tracing import remote_options
+
+    with torch.no_grad(), model.trace(dict(encode(model, texts)), **remote_options(remote)):
         probs = nnsight.save(get_next_token_probs(model).cpu())
     return probs
 

@@ -61,7 +61,9 @@ class StandardizedTransformer(TransformersModel):
         allow_dispatch: Accepted for compatibility with nnterp 1.x; models are always loaded
             eagerly here.
         trust_remote_code: Passed to transformers as given; nnterp never enables it itself.
-        remote: Run traces on NDIF (through nnsight) by default.
+        remote: Run traces on NDIF (through nnsight) by default. A model given by name is then
+            built on the meta device from its config (no weights on the client) and validated
+            with shape checks only (`nnterp.meta_model`).
         rename: Extra NNsight aliases ``{native path: standard name}``; beats every plugin spec.
         spec: An `ArchitectureSpec` to use instead of the plugins' one.
         rename_config: nnterp 1.x's `nnterp.compat.RenameConfig`: its module names and
@@ -111,13 +113,22 @@ class StandardizedTransformer(TransformersModel):
             attn_implementation = kwargs.pop("attn_implementation", None)
             if enable_attention_probs:
                 attn_implementation = "eager"
-            hf_model, tokenizer = load_model_and_tokenizer(
-                model,
-                attn_implementation=attn_implementation,
-                trust_remote_code=trust_remote_code,
-                tokenizer=tokenizer,
-                **kwargs,
-            )
+            if remote is True:  # NDIF holds the weights: build the tree on the meta device
+                from nnterp.meta_model import load_meta_model
+
+                if attn_implementation is not None:
+                    kwargs["attn_implementation"] = attn_implementation
+                hf_model, tokenizer = load_meta_model(
+                    model, trust_remote_code=trust_remote_code, tokenizer=tokenizer, **kwargs
+                )
+            else:
+                hf_model, tokenizer = load_model_and_tokenizer(
+                    model,
+                    attn_implementation=attn_implementation,
+                    trust_remote_code=trust_remote_code,
+                    tokenizer=tokenizer,
+                    **kwargs,
+                )
         elif isinstance(model, torch.nn.Module):
             hf_model = model
             if kwargs:
@@ -154,7 +165,11 @@ class StandardizedTransformer(TransformersModel):
         with warnings.catch_warnings():
             # nnterp reaches such submodules (BERT's ``output``) under nnsight's prefixed name.
             warnings.filterwarnings("ignore", message=r"Module .* has a submodule named", category=UserWarning)
-            super().__init__(hf_model, tokenizer=tokenizer, rename=aliases)
+            from nnterp.meta_model import on_meta
+
+            # A meta-device model (weights on NDIF) stays there: the pipeline must not move it.
+            placement = {"device": "meta"} if on_meta(hf_model) else {}
+            super().__init__(hf_model, tokenizer=tokenizer, rename=aliases, **placement)
         self.spec = resolved_spec
         self.paths = paths
         self.remote = remote
@@ -194,7 +209,12 @@ class StandardizedTransformer(TransformersModel):
         self.keys_rotated = HeadsAccessor(self, "keys_rotated")
         self.heads_output = HeadsAccessor(self, "heads_output")
 
-        self.output_structure = _checked_output_structure(self, check_renaming, rename)
+        from nnterp.meta_model import on_meta, validate_shapes
+
+        if on_meta(hf_model):
+            self.output_structure = validate_shapes(self)
+        else:
+            self.output_structure = _checked_output_structure(self, check_renaming, rename)
         from nnterp.status import warn_if_untested
 
         warn_if_untested(self)

@@ -40,3 +40,27 @@ def free_stopped_forward() -> None:
 
 
 __all__ = ["free_stopped_forward", "single_forward_options"]
+
+
+def remote_options(remote: Any) -> dict[str, Any]:
+    """Trace options for an nnterp function's ``remote=`` argument.
+
+    ``None`` or ``False``: the model's own setting (``StandardizedTransformer(..., remote=True)``
+    runs every trace on NDIF); ``True``: this call runs on NDIF; ``"local"``: NNsight's local
+    simulation of a remote run (the trace is serialized as for NDIF, deserialized without the
+    caller's modules, and run here), for testing remote code offline.
+
+    Raises:
+        InvalidInputError: any other value.
+
+    Example:
+        >>> remote_options(None), remote_options(True), remote_options("local")
+        ({}, {'remote': True}, {'remote': 'local'})
+    """
+    from nnterp.errors import InvalidInputError
+
+    if remote is None or remote is False:
+        return {}
+    if remote is True or remote == "local":
+        return {"remote": remote}
+    raise InvalidInputError(f"remote must be True, False, None or 'local', got {remote!r}")

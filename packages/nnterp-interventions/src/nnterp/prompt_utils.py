@@ -278,19 +278,22 @@ class Prompt:
         return self.get_target_probs(get_probs(nn_model, self.prompt))
 
 
-def remote_option(remote: bool) -> dict[str, bool]:
-    """Trace options for nnterp 1.x's ``remote=``: only a ``True`` is passed on, so the
-    model's own ``remote`` default applies otherwise.
+def remote_option(remote: Any) -> dict[str, Any]:
+    """Trace options for ``remote=`` (`nnterp.tracing.remote_options`): ``True`` (NDIF) and
+    ``"local"`` (NNsight's local simulation of a remote run) are passed on; ``None`` and
+    ``False`` leave the model's own ``remote`` default.
 
     Example:
-        >>> remote_option(True), remote_option(False)
-        ({'remote': True}, {})
+        >>> remote_option(True), remote_option(False), remote_option("local")
+        ({'remote': True}, {}, {'remote': 'local'})
     """
-    return {"remote": True} if remote else {}
+    from nnterp.tracing import remote_options
+
+    return remote_options(remote)
 
 
 @torch.no_grad()
-def next_token_probs(model: StandardizedTransformer, prompts: str | list[str], remote: bool = False) -> torch.Tensor:
+def next_token_probs(model: StandardizedTransformer, prompts: str | list[str], remote: bool | str | None = False) -> torch.Tensor:
     """The model's next-token probabilities at each prompt's last token: (batch, vocab), CPU.
 
     Args:
@@ -309,7 +312,7 @@ def next_token_probs(model: StandardizedTransformer, prompts: str | list[str], r
 
 
 def next_token_probs_unsqueeze(
-    nn_model: StandardizedTransformer, prompt: str | list[str], remote: bool = False, **_kwargs: Any
+    nn_model: StandardizedTransformer, prompt: str | list[str], remote: bool | str | None = False, **_kwargs: Any
 ) -> torch.Tensor:
     """`next_token_probs` with a one-layer axis: (batch, 1, vocab), as in nnterp 1.x.
 
@@ -336,7 +339,7 @@ def run_prompts(
     batch_size: int = 32,
     get_probs_func: Callable[..., torch.Tensor] | None = None,
     func_kwargs: dict[str, Any] | None = None,
-    remote: bool = False,
+    remote: bool | str | None = False,
     tqdm: bool | Callable[..., Any] | None = True,
 ) -> dict[str, torch.Tensor]:
     """Probability of each category's tokens at the next token of every prompt.

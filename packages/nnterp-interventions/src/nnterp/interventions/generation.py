@@ -67,12 +67,15 @@ def _generate(
     max_new_tokens: int,
     generate_kwargs: dict[str, Any],
     every_step: Callable[[int], None],
+    remote: bool | str | None,
 ) -> GenerationResult:
     """Run ``model.generate`` on ``prompts`` calling ``every_step(step)`` inside the trace at each
     of at most ``max_new_tokens`` steps; the token ids are read in an invoke of their own, so a
     generation that ends early (an end token) still returns them."""
     batch = prompt_list(prompts, "prompts")
-    options = {"do_sample": False, **generate_kwargs, "max_new_tokens": max_new_tokens}
+    from nnterp.tracing import remote_options
+
+    options = {"do_sample": False, **generate_kwargs, "max_new_tokens": max_new_tokens, **remote_options(remote)}
     with warnings.catch_warnings():
         # The loop may outlast a generation that ends early; nothing follows it in its invoke.
         warnings.simplefilter("ignore", DroppedStatementsWarning)
@@ -114,6 +117,7 @@ def steer_generate(
     token_positions: int | Sequence[int] | None = None,
     steer_new_tokens: bool = True,
     max_new_tokens: int = 20,
+    remote: bool | str | None = None,
     **generate_kwargs: Any,
 ) -> GenerationResult:
     """Generate from ``prompts`` with ``factor * steering_vector`` added to the output of each of
@@ -130,6 +134,8 @@ def steer_generate(
         steer_new_tokens: also steer each generated token as the model reads it (the later
             steps); ``False`` steers the prompt only.
         max_new_tokens: at most this many tokens are generated.
+        remote: run on NDIF (``True``) or NNsight's local simulation of it (``"local"``);
+            default: the model's own setting.
         **generate_kwargs: passed to ``model.generate`` (greedy unless ``do_sample=True``).
 
     Returns:
@@ -157,7 +163,7 @@ def steer_generate(
         elif steer_new_tokens:
             model.steer(layer_list, vector, factor)
 
-    return _generate(model, prompts, steps, generate_kwargs, every_step)
+    return _generate(model, prompts, steps, generate_kwargs, every_step, remote)
 
 
 def _write_at_positions(
@@ -187,6 +193,7 @@ def generate_with(
     patches: Mapping[str | tuple[str, int], PatchValue],
     token_positions: int | Sequence[int] | None = -1,
     max_new_tokens: int = 20,
+    remote: bool | str | None = None,
     **generate_kwargs: Any,
 ) -> GenerationResult:
     """Generate from ``prompts`` with activations patched: patchscope-style writes into the
@@ -204,6 +211,8 @@ def generate_with(
         token_positions: the prompt positions tensor values are written at, counted within each
             prompt (default ``-1``: each prompt's last token); ``None``: every position.
         max_new_tokens: at most this many tokens are generated.
+        remote: run on NDIF (``True``) or NNsight's local simulation of it (``"local"``);
+            default: the model's own setting.
         **generate_kwargs: passed to ``model.generate`` (greedy unless ``do_sample=True``).
 
     Returns:
@@ -251,7 +260,7 @@ def generate_with(
             else:
                 write_site(model, site, value(read_site(model, site), step))
 
-    return _generate(model, prompts, steps, generate_kwargs, every_step)
+    return _generate(model, prompts, steps, generate_kwargs, every_step, remote)
 
 
 __all__ = ["GenerationResult", "PatchValue", "generate_with", "steer_generate"]

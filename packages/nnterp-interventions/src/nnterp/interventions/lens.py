@@ -31,7 +31,7 @@ def logit_lens(
     idx: int | Sequence[int] = ...,
     return_logits: bool = ...,
     *,
-    remote: bool = ...,
+    remote: bool | str | None = ...,
     return_inv_logits: Literal[False] = ...,
 ) -> torch.Tensor: ...
 
@@ -44,7 +44,7 @@ def logit_lens(
     idx: int | Sequence[int] = ...,
     return_logits: bool = ...,
     *,
-    remote: bool = ...,
+    remote: bool | str | None = ...,
     return_inv_logits: Literal[True],
 ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
@@ -57,7 +57,7 @@ def logit_lens(
     idx: int | Sequence[int] = -1,
     return_logits: bool = False,
     *,
-    remote: bool = False,
+    remote: bool | str | None = False,
     return_inv_logits: bool = False,
 ) -> Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     """Next-token distribution of every layer's output, through ``ln_final`` and ``lm_head``.

@@ -78,19 +78,14 @@ def _plan(
     target_patch_prompts: TargetPromptLike | None,
     layers: int | Sequence[int] | None,
     latents: Any,
-    remote: bool = False,
+    remote: bool | str | None = False,
 ) -> tuple[list[int], torch.Tensor, TargetPromptBatch]:
     """The layers, the (layers, num, hidden) latents and the num target prompts of a patchscope."""
     wanted = layer_list(model, layers)
     if (source_prompts is None) == (latents is None):
         raise InvalidInputError("pass exactly one of source_prompts or latents to a patchscope.")
     if source_prompts is not None:  # and so latents is None, checked just above
-        if remote:
-            raise InvalidInputError(
-                "remote=True needs latents collected remotely: pass latents=... (from "
-                "get_token_activations) instead of source_prompts, or run locally."
-            )
-        latents = get_token_activations(model, source_prompts, idx=-1, layers=wanted)
+        latents = get_token_activations(model, source_prompts, idx=-1, layers=wanted, remote=remote)
     else:
         latents = _given_latents(model, latents, wanted)
     target = repeat_prompt() if target_patch_prompts is None else target_patch_prompts
@@ -124,7 +119,7 @@ def patchscope_lens(
     target_patch_prompts: TargetPromptLike | None = None,
     layers: int | Sequence[int] | None = None,
     latents: Any = None,
-    remote: bool = False,
+    remote: bool | str | None = False,
 ) -> torch.Tensor:
     """Next-token probabilities of target prompts patched with each layer's source latent.
 
@@ -142,7 +137,8 @@ def patchscope_lens(
             the layout `get_token_activations` returns (as in nnterp 1.x), with one latent per
             model layer (``latents[l]`` is used for layer ``l``) or per requested layer (in
             the order of ``layers``).
-        remote: run the patched traces on NDIF (through nnsight); needs ``latents``.
+        remote: run the traces on NDIF (``True``) or NNsight's local simulation of it
+            (``"local"``); default: the model's own setting.
 
     Returns:
         float32 CPU tensor (num_sources, layers, vocab) of probabilities.
@@ -184,7 +180,7 @@ def patchscope_generate(
     target_patch_prompts: TargetPromptLike | None = None,
     max_new_tokens: int | None = None,
     layers: int | Sequence[int] | None = None,
-    remote: bool = False,
+    remote: bool | str | None = False,
     max_batch_size: int = 32,
     *,
     latents: Any = None,
@@ -200,7 +196,8 @@ def patchscope_generate(
 
     Args:
         max_new_tokens: how many tokens to generate (default 50, as 1.x's ``max_length``).
-        remote: generate on NDIF (through nnsight); needs ``latents``.
+        remote: run on NDIF (``True``) or NNsight's local simulation of it (``"local"``);
+            default: the model's own setting.
         max_batch_size: kept from nnterp 1.x, which packed several layers into one generation;
             here each layer is one generation over all prompts, so it only sets when a warning
             about a large batch is given.

@@ -1,0 +1,90 @@
+"""Run by tests/scale/test_remote.py in a subprocess: every nnterp function that runs the model,
+locally and with ``remote="local"`` (NNsight's simulation of an NDIF request: the trace is
+serialized, deserialized without the caller's modules, and run), and whether the two agree.
+
+Prints one line per function: ``<name> equal <requests>`` / ``<name> differ <requests>`` /
+``<name> error <message>``, ``<requests>`` being how many simulated remote requests it made.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+import warnings
+
+warnings.simplefilter("ignore")
+
+import torch  # noqa: E402
+from nnterp import StandardizedTransformer, nnsight_utils  # noqa: E402
+from nnterp.interventions import logit_lens, patchscope_lens  # noqa: E402
+from nnterp.interventions.generation import generate_with, steer_generate  # noqa: E402
+from nnterp.interventions.patchscope import patchscope_generate  # noqa: E402
+from nnterp.prompt_utils import next_token_probs  # noqa: E402
+from nnterp.testing import tiny_model, tiny_tokenizer  # noqa: E402
+
+from nnsight.intervention.backends.local import LocalSimulationBackend  # noqa: E402
+
+requests = [0]
+_simulate = LocalSimulationBackend.__call__
+
+
+def _counted(self, tracer):
+    requests[0] += 1
+    return _simulate(self, tracer)
+
+
+LocalSimulationBackend.__call__ = _counted  # count the simulated remote requests
+
+model = StandardizedTransformer(tiny_model("llama"), tiny_tokenizer())
+PROMPTS = ["Hello world", "The cat sat on the mat"]
+vector = torch.randn(model.hidden_size, generator=torch.Generator().manual_seed(0))
+
+
+def same(a, b):
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.shape == b.shape and torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if hasattr(a, "__dataclass_fields__"):
+        return all(same(getattr(a, f), getattr(b, f)) for f in a.__dataclass_fields__)
+    return a == b
+
+
+CALLS = {
+    "logit_lens": lambda remote: logit_lens(model, PROMPTS, remote=remote),
+    "patchscope_lens": lambda remote: patchscope_lens(model, PROMPTS, remote=remote),
+    "patchscope_generate": lambda remote: patchscope_generate(model, PROMPTS, max_new_tokens=3, remote=remote),
+    "get_token_activations": lambda remote: nnsight_utils.get_token_activations(model, PROMPTS, remote=remote),
+    "collect_token_activations_batched": lambda remote: nnsight_utils.collect_token_activations_batched(
+        model, PROMPTS * 2, batch_size=3, remote=remote, tqdm=False, use_session=False
+    ),
+    "collect_last_token_activations_session": lambda remote: nnsight_utils.collect_last_token_activations_session(
+        model, PROMPTS * 2, batch_size=3, remote=remote
+    ),
+    "compute_next_token_probs": lambda remote: nnsight_utils.compute_next_token_probs(model, PROMPTS, remote=remote),
+    "next_token_probs": lambda remote: next_token_probs(model, PROMPTS, remote=remote),
+    "steer_generate": lambda remote: steer_generate(
+        model, PROMPTS, layers=1, steering_vector=vector, token_positions=-1, max_new_tokens=3, remote=remote
+    ),
+    "generate_with": lambda remote: generate_with(
+        model, PROMPTS, {"layers_output.0": vector}, max_new_tokens=3, remote=remote
+    ),
+}
+
+for extra in sys.argv[1:]:  # further calls, defined in a module's CALLS dict: module:attribute
+    module_name, attribute = extra.split(":")
+    module = __import__(module_name, fromlist=[attribute])
+    CALLS.update(getattr(module, attribute)(model, PROMPTS))
+
+for name, call in CALLS.items():
+    try:
+        local = call(None)
+        requests[0] = 0
+        simulated = call("local")
+    except Exception as error:  # reported, not raised: the test names every failing function
+        last = traceback.format_exception_only(type(error), error)[-1].strip().replace("\n", " ")
+        print(f"{name} error {last[:300]}")
+        continue
+    print(f"{name} {'equal' if same(local, simulated) else 'differ'} {requests[0]}")
