@@ -19,7 +19,9 @@ from nnterp import StandardizedTransformer, nnsight_utils  # noqa: E402
 from nnterp.interventions import logit_lens, patchscope_lens  # noqa: E402
 from nnterp.interventions.generation import generate_with, steer_generate  # noqa: E402
 from nnterp.interventions.patchscope import patchscope_generate  # noqa: E402
-from nnterp.prompt_utils import next_token_probs  # noqa: E402
+from nnterp.interventions.gradients import compute_gradients  # noqa: E402
+from nnterp.interventions.metrics import token_logit  # noqa: E402
+from nnterp.prompt_utils import Prompt, next_token_probs, run_prompts  # noqa: E402
 from nnterp.testing import tiny_model, tiny_tokenizer  # noqa: E402
 
 from nnsight.intervention.backends.local import LocalSimulationBackend  # noqa: E402
@@ -67,6 +69,13 @@ CALLS = {
     "next_token_probs": lambda remote: next_token_probs(model, PROMPTS, remote=remote),
     "steer_generate": lambda remote: steer_generate(
         model, PROMPTS, layers=1, steering_vector=vector, token_positions=-1, max_new_tokens=3, remote=remote
+    ),
+    "run_prompts": lambda remote: run_prompts(
+        model, [Prompt.from_strings("The capital of France is", {"a": ["Paris"], "b": ["London"]}, model)],
+        remote=remote, tqdm=False,
+    ),
+    "compute_gradients": lambda remote: compute_gradients(
+        model, PROMPTS, token_logit(5), "layers_output", positions=-1, remote=remote
     ),
     "generate_with": lambda remote: generate_with(
         model, PROMPTS, {"layers_output.0": vector}, max_new_tokens=3, remote=remote

@@ -13,7 +13,8 @@ SCRIPT = Path(__file__).with_name("remote_script.py")
 EXPECTED = {
     "logit_lens", "patchscope_lens", "patchscope_generate", "get_token_activations",
     "collect_token_activations_batched", "collect_last_token_activations_session",
-    "compute_next_token_probs", "next_token_probs", "steer_generate", "generate_with",
+    "compute_next_token_probs", "next_token_probs", "steer_generate", "generate_with", "run_prompts",
+    "compute_gradients",
 }
 
 

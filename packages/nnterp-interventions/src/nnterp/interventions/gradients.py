@@ -39,6 +39,7 @@ from nnterp.cache import (
 from nnterp.heads import HEAD_SITES
 from nnterp.inputs import check_prompts
 from nnterp.interventions.metrics import Metric, require_scalar
+from nnterp.tracing import remote_options
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
@@ -94,6 +95,7 @@ def compute_gradients(
     positions: Positions = None,
     return_activations: bool = True,
     device: str | torch.device | None = "cpu",
+    remote: bool | str | None = None,
     **trace_kwargs: Any,
 ) -> GradientResult:
     """The gradient of ``metric(logits)`` with respect to the activations at ``sites``.
@@ -111,6 +113,8 @@ def compute_gradients(
             `nnterp.cache.cache_activations`); the metric always sees the whole sequence.
         return_activations: also return the activations (for attribution).
         device: where to put the returned tensors.
+        remote: run on NDIF (``True``) or NNsight's local simulation of it (``"local"``);
+            default: the model's own setting.
         **trace_kwargs: passed to ``model.trace``.
 
     Returns:
@@ -133,7 +137,7 @@ def compute_gradients(
     activations: list[torch.Tensor] = []
     # Nested, not one `with`: NNsight runs the body of the trace block itself.
     with activations_only_autograd(model):  # noqa: SIM117
-        with model.trace(prompts, **trace_kwargs):
+        with model.trace(prompts, **trace_kwargs, **remote_options(remote)):
             columns = nnsight.save(position_columns(trace_attention_mask(model), positions))
             leaf = model.token_embeddings.detach().requires_grad_(True)
             model.token_embeddings = leaf
