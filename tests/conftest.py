@@ -13,6 +13,8 @@ from nnterp.testing import tiny_model, tiny_tokenizer
 # Every load in the suite validates for real (tests/core/test_validation_cache.py turns the
 # cache back on in a temporary directory); subprocesses such as the sweep inherit this.
 os.environ["NNTERP_VALIDATION_CACHE"] = "0"
+# Tests never record sweep results into this machine's user-local status registry.
+os.environ["NNTERP_STATUS_REGISTRY"] = "0"
 
 #: Architectures core covers itself, by transformers model type.
 CORE_MODEL_TYPES = ["gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text"]

@@ -104,6 +104,9 @@ def plugin_registry(tmp_path, monkeypatch):
         (_StatusFilePlugin(broken_file), plugins.PluginInfo("broken", "nnterp-broken-status", "0.1")),
         (_StatusFilePlugin(good_file), plugins.PluginInfo("good", "nnterp-good-status", "0.1")),
     ]
+    # Only the plugin's file under test: not core's own status, not this machine's user registry.
+    monkeypatch.setattr(status, "CORE_STATUS_FILE", tmp_path / "no-core-status.json")
+    monkeypatch.setenv(status.USER_REGISTRY_ENV, "0")
     monkeypatch.setattr(plugins, "_reported", set())
     monkeypatch.setattr(plugins, "_registry", plugins.build_registry(extra))
     status._known_classes.cache_clear()

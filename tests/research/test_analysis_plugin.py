@@ -38,7 +38,11 @@ def test_cli_form_of_patching_uses_the_top_tokens_logit_difference(llama):
     estimate = registry.interventions["attribution_patching"].function(llama, PAIR)
     torch.testing.assert_close(estimate, attribution_patching(llama, PAIR[:1], PAIR[1:], metric))
     text = registry.interventions["activation_patching"].render(llama, PAIR, grid)
-    assert text.splitlines()[1].split()[1:] == [f"{value:+.3f}" for value in grid[0].tolist()]
+    lines = text.splitlines()
+    first_token = llama.tokenizer.decode(llama.tokenizer(PAIR[0])["input_ids"][0])
+    assert lines[1].split()[0] == "layer" and f"0 {first_token!r}" in lines[1]  # columns: position, token
+    for layer in range(llama.num_layers):  # rows under the header and its rule: one per layer
+        assert lines[3 + layer].split() == [str(layer), *(f"{value:+.3f}" for value in grid[layer].tolist())]
     with pytest.raises(InvalidInputError, match="clean prompts then"):
         registry.interventions["head_patching"].function(llama, PAIR[:1])
 

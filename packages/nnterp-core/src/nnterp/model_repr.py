@@ -32,7 +32,7 @@ def _describe(module: Any, leaf: bool) -> str:
 def _layer_rows(model: StandardizedTransformer, layers: Any) -> list[tuple[str, str, str]]:
     """One group of rows per run of consecutive layers with the same classes and sublayers."""
     structure = model.layer_structure
-    signatures = []
+    signatures: list[tuple[str, tuple[tuple[str, str, str], ...]]] = []
     for index, layer in enumerate(layers):
         mixer = structure.mixers[index]
         mlp = structure.mlps[index]
@@ -53,9 +53,9 @@ def _layer_rows(model: StandardizedTransformer, layers: Any) -> list[tuple[str, 
         if index < len(signatures) and signatures[index] == signatures[start]:
             continue
         span = f"{start}" if index - 1 == start else f"{start}-{index - 1}"
-        layer_class, parts = signatures[start]
-        rows.append((f"layers[{span}]", model.paths["layers"], layer_class))
-        rows.extend((f"  {name}", path, text) for name, path, text in parts)
+        layer_class, layer_parts = signatures[start]
+        rows.append((f"layers[{span}]", model.paths["layers"] or "-", layer_class))
+        rows.extend((f"  {name}", path, text) for name, path, text in layer_parts)
         start = index
     return rows
 

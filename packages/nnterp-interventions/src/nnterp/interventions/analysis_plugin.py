@@ -20,6 +20,7 @@ import torch
 from nnterp.errors import InvalidInputError
 from nnterp.hookspecs import hookimpl
 from nnterp.inputs import prompt_list
+from nnterp.interventions.commands import render_head_grid, render_position_grid
 
 if TYPE_CHECKING:
     from nnterp.interventions.decomposition import LogitAttribution
@@ -86,19 +87,6 @@ def run_logit_attribution(model: StandardizedTransformer, prompts: str | list[st
     return logit_attribution(model, texts, _top_tokens(model, texts))
 
 
-def render_grid(model: StandardizedTransformer, prompts: str | list[str], result: torch.Tensor, top_k: int = 5) -> str:
-    """A patching grid as text: one row per layer (``top_k`` is unused).
-
-    Example:
-        >>> print(render_grid(model, ["A is", "B is"], grid))
-    """
-    header = "metric after patching (rows: layers)"
-    lines = [header]
-    for layer, row in enumerate(result.tolist()):
-        lines.append(f"  {layer:>3}: " + " ".join(f"{value:+.3f}" for value in row))
-    return "\n".join(lines)
-
-
 def render_attribution(
     model: StandardizedTransformer, prompts: str | list[str], result: LogitAttribution, top_k: int = 5
 ) -> str:
@@ -117,19 +105,19 @@ ANALYSES: list[tuple[str, Callable[..., Any], str, Callable[..., str]]] = [
         "activation_patching",
         run_activation_patching,
         "patch each (layer, position) of the clean residual stream into the corrupted run; logit-difference grid",
-        render_grid,
+        render_position_grid,
     ),
     (
         "head_patching",
         run_head_patching,
         "patch each attention head's clean output into the corrupted run; (layers, heads) logit-difference grid",
-        render_grid,
+        render_head_grid,
     ),
     (
         "attribution_patching",
         run_attribution_patching,
         "gradient x activation-difference estimate of activation_patching, from one backward pass",
-        render_grid,
+        render_position_grid,
     ),
     (
         "direct_logit_attribution",
