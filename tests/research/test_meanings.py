@@ -250,6 +250,7 @@ def test_every_site_of_the_table_is_an_accessor_with_its_shape():
         "batch": 2, "hidden": config.hidden_size, "embedding": config.hidden_size, "vocab": config.vocab_size,
         "heads": config.num_attention_heads, "kv_heads": config.num_key_value_heads,
         "head_dim": config.hidden_size // config.num_attention_heads,
+        "intermediate": config.intermediate_size, "1": 1,
     }
     seq = values["layers_output"].shape[1]
     sizes.update(seq=seq, query=seq, key=seq)

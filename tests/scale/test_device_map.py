@@ -126,3 +126,14 @@ def test_bf16_sites_and_logit_lens_match_hf_in_bf16(tmp_path):
     with torch.no_grad():
         reference = plain.lm_head(plain.model.norm(expected["out", 1][0, -1])).float().softmax(-1)
     torch.testing.assert_close(lens[0, -1].float(), reference, rtol=1e-2, atol=1e-3)
+
+
+def test_bf16_attention_probabilities_load_and_match_hf():
+    hf_model = tiny_model("llama").to(torch.bfloat16)
+    model = nnterp.StandardizedTransformer(hf_model, tiny_tokenizer(), enable_attention_probs=True)
+    with torch.no_grad(), model.trace(PROMPTS[0]):
+        probabilities = model.attention_probabilities[1].save()
+    with torch.no_grad():
+        expected = hf_model(**model.tokenizer(PROMPTS[0], return_tensors="pt"), output_attentions=True).attentions[1]
+    assert probabilities.dtype == torch.bfloat16
+    assert torch.equal(probabilities, expected)

@@ -11,14 +11,18 @@ Inside ``model.trace(...)``, each accessor gives layer ``i``'s tensor shaped
 - ``model.heads_output[i]``: each head's attention-weighted values, the input of the output
   projection ``o_proj`` before the heads are mixed. `project_heads` turns them into each
   head's share of the attention output.
+- ``model.heads_result[i]``: each head's output through its slice of ``o_proj``, shaped
+  ``(batch, seq, heads, hidden)`` (TransformerLens ``hook_result``): summed over heads, plus
+  ``o_proj``'s bias, it is ``o_proj``'s output. Assigning sets ``o_proj``'s output to the sum
+  over heads plus the bias.
 
 Where they live is spec data (`ArchitectureSpec.q_proj`, ``qkv_proj``, ``qkv_layout``,
 ``o_proj``, ``rotary_embedding``); head counts and the head size are read from the
 projections' weights, so grouped-query attention and ``head_dim != hidden / heads`` work.
 
 Forward order inside one trace: ``attentions_input`` -> ``queries`` -> ``keys`` -> ``values``
--> ``queries_rotated`` -> ``keys_rotated`` -> ``attention_probabilities`` -> ``heads_output``
--> ``attentions_output``.
+-> ``queries_rotated`` -> ``keys_rotated`` -> ``attention_scores`` -> ``attention_probabilities``
+-> ``heads_output`` -> ``heads_result`` -> ``attentions_output``.
 
 Example:
     >>> with model.trace("The cat sat on the mat"):
@@ -33,13 +37,13 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
 from nnterp.accessors import child_envoy as _child
 from nnterp.accessors import normalize_layer
-from nnterp.errors import InvalidInputError, UnavailableComponentError
+from nnterp.errors import InvalidInputError, NnterpError, UnavailableComponentError
 from nnterp.sites import HEAD_SITES
 from nnterp.spec import config_value
 
@@ -348,6 +352,126 @@ class HeadsAccessor:
         return f"<{self.site} of {self._model.num_layers} layers, (batch, seq, heads, head_dim)>"
 
 
+def output_projection_per_head(
+    o_proj: torch.nn.Module, heads: int, head_dim: int
+) -> tuple[torch.Tensor, torch.Tensor | None] | str:
+    """The output projection ``o_proj`` as per-head matrices: ``(W, bias)`` with ``W`` shaped
+    (heads, head_dim, hidden), so head ``h``'s result is ``z[..., h, :] @ W[h]``; or, when
+    ``o_proj`` is not a plain linear map (``nn.Linear`` or GPT-2's ``Conv1D``), why not.
+
+    Example:
+        >>> W, bias = output_projection_per_head(torch.nn.Linear(64, 32), heads=4, head_dim=16)
+        >>> W.shape
+        torch.Size([4, 16, 32])
+    """
+    from transformers.pytorch_utils import Conv1D
+
+    name = type(o_proj).__name__
+    if isinstance(o_proj, Conv1D):
+        in_out = o_proj.weight  # Conv1D stores (in, out)
+    elif isinstance(o_proj, torch.nn.Linear) and type(o_proj).forward is torch.nn.Linear.forward:
+        in_out = o_proj.weight.T
+    else:
+        return (
+            f"the output projection is a {name}, not a plain linear map (nn.Linear or Conv1D), so its output "
+            "is not a sum of per-head products"
+        )
+    if in_out.shape[0] != heads * head_dim:
+        return f"the output projection takes {in_out.shape[0]} inputs, not heads * head_dim = {heads * head_dim}"
+    return in_out.reshape(heads, head_dim, in_out.shape[1]), o_proj.bias
+
+
+def head_results(heads_output: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Each head's output through its slice of the output projection: (..., heads, hidden).
+
+    Args:
+        heads_output: (..., heads, head_dim), e.g. ``model.heads_output[i]``.
+        weight: (heads, head_dim, hidden), from `output_projection_per_head`.
+
+    Example:
+        >>> head_results(torch.ones(2, 3, 4, 16), torch.ones(4, 16, 32)).shape
+        torch.Size([2, 3, 4, 32])
+    """
+    return torch.einsum("...hd,hdo->...ho", heads_output.to(weight.dtype), weight)
+
+
+class HeadResultsAccessor:
+    """``model.heads_result[i]``: (batch, seq, heads, hidden), each head through its slice of W_O.
+
+    ``model.heads_result[i].sum(-2) + bias`` is ``o_proj``'s output (to rounding); assigning
+    ``r`` sets ``o_proj``'s output to ``r.sum(-2) + bias``.
+
+    Example:
+        >>> with model.trace("Hello world"):
+        ...     result = model.heads_result[1].save()        # (1, seq, heads, hidden)
+        ...     edited = model.heads_result[1].clone()
+        ...     edited[:, :, 3] = 0                           # remove head 3's share
+        ...     model.heads_result[1] = edited
+    """
+
+    site = "heads_result"
+
+    def __init__(self, model: StandardizedTransformer) -> None:
+        self._model = model
+
+    @property
+    def layout(self) -> AttentionLayout:
+        """The model's resolved `AttentionLayout`."""
+        return self._model.heads_output.layout
+
+    def _projection(self, layer: int) -> tuple[torch.Tensor, torch.Tensor | None] | str:
+        layout = self.layout
+        if layout.o_proj is None:
+            return f"no output projection found (spec o_proj={self._model.spec.o_proj!r})"
+        o_proj = _layer_attention(self._model, layer).get_submodule(layout.o_proj)
+        return output_projection_per_head(o_proj, layout.num_heads, layout.head_dim)
+
+    def unavailable(self, layer: int) -> str | None:
+        """Why layer ``layer`` has no per-head results, or ``None``."""
+        why = self._model.spec.unavailable_sites.get(self.site) or self._model.layer_structure.attention_unavailable(layer)
+        if why is not None:
+            return why
+        try:
+            projection = self._projection(layer)
+        except NnterpError as error:
+            return str(error)
+        return projection if isinstance(projection, str) else None
+
+    def _weights(self, layer: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        why = self.unavailable(layer)
+        if why is not None:
+            raise UnavailableComponentError(f"heads_result[{layer}] of {self._model.spec.name}: {why}.")
+        projection = self._projection(layer)
+        assert not isinstance(projection, str)
+        return projection
+
+    def __getitem__(self, layer: int) -> torch.Tensor:
+        layer = normalize_layer(self._model, layer)
+        weight, _ = self._weights(layer)
+        return head_results(self._model.heads_output[layer], weight)
+
+    def __setitem__(self, layer: int, value: torch.Tensor) -> None:
+        layer = normalize_layer(self._model, layer)
+        weight, bias = self._weights(layer)
+        heads_output = self._model.heads_output
+        envoy = _child(heads_output._attention(layer), cast(str, self.layout.o_proj))
+        current = envoy.output
+        expected = (*current.shape[:-1], self.layout.num_heads, weight.shape[-1])
+        if tuple(getattr(value, "shape", ())) != expected:
+            raise InvalidInputError(
+                f"heads_result[{layer}] has shape {expected} (batch, seq, heads, hidden) but the value has "
+                f"shape {tuple(getattr(value, 'shape', ()))}: pass a tensor of that shape."
+            )
+        total = value.to(dtype=current.dtype, device=current.device).sum(-2)
+        envoy.output = total if bias is None else total + bias
+
+    def __len__(self) -> int:
+        return self._model.num_layers
+
+    def __repr__(self) -> str:
+        return f"<heads_result of {self._model.num_layers} layers, (batch, seq, heads, hidden)>"
+
+
 def project_heads(
     model: StandardizedTransformer, layer: int, heads_output: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -387,6 +511,13 @@ def project_heads(
         )
     o_proj = _layer_attention(model, layer).get_submodule(layout.o_proj)
     heads = layout.num_heads
+    projection = output_projection_per_head(o_proj, heads, layout.head_dim)
+    if not isinstance(projection, str):
+        weight, bias_or_none = projection
+        with torch.no_grad():
+            per_head = head_results(heads_output.to(device=weight.device), weight)
+            bias = bias_or_none if bias_or_none is not None else per_head.new_zeros(per_head.shape[-1])
+        return per_head, bias.detach().clone()
     with torch.no_grad():
         parameter = next(o_proj.parameters())
         z = heads_output.to(device=parameter.device, dtype=parameter.dtype)

@@ -28,6 +28,12 @@ POST_NORM_REASON = (
 )
 
 
+_NORMS_AFTER_ADD = (
+    "post-norm blocks: each norm comes after a residual add, not before a sublayer, so no norm "
+    "scales a sublayer's input"
+)
+
+
 def _submodule(parent: torch.nn.Module, path: str) -> torch.nn.Module | None:
     try:
         module = parent.get_submodule(path)
@@ -50,10 +56,28 @@ def _layer_mixer(layer: torch.nn.Module, mixers: tuple[Mixer, ...]) -> Mixer | N
 @dataclass(frozen=True)
 class MlpSite:
     """Where one layer's MLP is: its module's path from the layer (``None``: no MLP module, the
-    feed-forward's projections sit in the layer itself) and where its contribution is read."""
+    feed-forward's projections sit in the layer itself), where its contribution is read, and
+    its down projection (path from the layer; ``None``: none found, ``hidden_unavailable``
+    says why), whose input is the MLP's hidden activations."""
 
     path: str | None
     contribution: Contribution
+    down_proj: str | None = None
+    hidden_unavailable: str | None = None
+
+
+@dataclass(frozen=True)
+class SublayerNorms:
+    """The pre-norms of one layer: paths from the layer of the norm before its token mixer and
+    of the norm before its MLP (``None`` where there is none or none was found; the
+    ``*_missing`` fields say why). ``mlp_reads_stream``: the spec says the MLP has no pre-norm
+    and reads the residual stream itself (OLMo-2)."""
+
+    mixer: str | None = None
+    mixer_missing: str | None = "the spec names no norm before the mixer"
+    mlp: str | None = None
+    mlp_missing: str | None = "the spec names no norm before the MLP"
+    mlp_reads_stream: bool = False
 
 
 @dataclass(frozen=True)
@@ -65,11 +89,15 @@ class LayerStructure:
         mlps: Per layer, its `MlpSite` (``None``: no MLP, as in a Mamba block).
         non_additive: Why the blocks have no additive sublayer contributions (post-norm blocks,
             a rescaled residual), or ``None`` when they do.
+        norms: Per layer, its `SublayerNorms`.
+        parallel: The mixer and the MLP both read the block's input (no stream between them).
     """
 
     mixers: tuple[Mixer | None, ...]
     mlps: tuple[MlpSite | None, ...]
     non_additive: str | None
+    norms: tuple[SublayerNorms, ...] = ()
+    parallel: bool = False
 
     @property
     def kinds(self) -> tuple[str | None, ...]:
@@ -126,6 +154,63 @@ class LayerStructure:
         """Whether layer ``layer`` has an MLP (readable or not)."""
         return self.mlps[layer] is not None
 
+    def hidden_unavailable(self, layer: int) -> str | None:
+        """Why layer ``layer`` has no MLP hidden activations (``mlps_hidden``), or ``None``."""
+        site = self.mlps[layer]
+        if site is None:
+            return self.mlp_unavailable(layer)
+        return site.hidden_unavailable
+
+    def mid_unavailable(self, layer: int) -> str | None:
+        """Why layer ``layer`` has no residual stream between its mixer and its MLP
+        (``layers_mid``), or ``None``."""
+        if self.non_additive is not None:
+            return self.non_additive
+        if self.parallel:
+            return (
+                "parallel blocks: the mixer and the MLP both read the block's input, so no stream "
+                "runs between them (layers_input[i] is what both read)"
+            )
+        if self.mixers[layer] is None:
+            return f"layer {layer} has no token mixer, so no stream between a mixer and an MLP"
+        if self.mlps[layer] is None:
+            return self.mlp_unavailable(layer)
+        norms = self.norms[layer] if self.norms else SublayerNorms()
+        if norms.mlp is None and not norms.mlp_reads_stream:
+            return norms.mlp_missing
+        return None
+
+    @property
+    def post_norm(self) -> bool:
+        """Whether the blocks normalise after each residual add (no norm before a sublayer)."""
+        return self.non_additive == POST_NORM_REASON
+
+    def mlp_norm_unavailable(self, layer: int) -> str | None:
+        """Why layer ``layer`` has no norm before its MLP whose input it computes from, or ``None``
+        (whether that module is an RMS or layer norm is `nnterp.norm_scales`' question)."""
+        if self.mlps[layer] is None:
+            return self.mlp_unavailable(layer)
+        if self.post_norm:
+            return _NORMS_AFTER_ADD
+        if self.parallel:
+            return (
+                "parallel blocks: the MLP's norm reads the block's input like the mixer's, so its scale "
+                "is attentions_norm_scale[i]"
+            )
+        norms = self.norms[layer] if self.norms else SublayerNorms()
+        if norms.mlp_reads_stream:
+            return "the MLP reads the residual stream un-normalised (no norm before it)"
+        return norms.mlp_missing if norms.mlp is None else None
+
+    def mixer_norm_unavailable(self, layer: int) -> str | None:
+        """Why layer ``layer`` has no norm before its token mixer, or ``None``."""
+        if self.mixers[layer] is None:
+            return f"layer {layer} has no token mixer"
+        if self.post_norm:
+            return _NORMS_AFTER_ADD
+        norms = self.norms[layer] if self.norms else SublayerNorms()
+        return norms.mixer_missing if norms.mixer is None else None
+
 
 def resolve_layer_structure(
     hf_model: torch.nn.Module, spec: ArchitectureSpec, paths: dict[str, str | None]
@@ -138,18 +223,24 @@ def resolve_layer_structure(
     )
     mixers: list[Mixer | None] = []
     mlps: list[MlpSite | None] = []
-    for layer in layers:
+    norms: list[SublayerNorms] = []
+    for index, layer in enumerate(layers):
         mixer = _layer_mixer(layer, candidates)
         if mixer is not None and mixer.is_mlp:
             mixers.append(None)
-            mlps.append(MlpSite(mixer.path, mixer.contribution))
-            continue
-        mixers.append(mixer)
-        mlps.append(_mlp_site(layer, paths.get("mlp"), mixer.mlp if mixer is not None and mixer.mlp else spec.mlp_contribution))
+            site: MlpSite | None = MlpSite(mixer.path, mixer.contribution)
+        else:
+            mixers.append(mixer)
+            site = _mlp_site(layer, paths.get("mlp"), mixer.mlp if mixer is not None and mixer.mlp else spec.mlp_contribution)
+        mlps.append(None if site is None else _with_down_proj(layer, index, site, spec))
+        norms.append(_sublayer_norms(layer, spec))
+    config = getattr(hf_model, "config", None)
     return LayerStructure(
         mixers=tuple(mixers),
         mlps=tuple(mlps),
-        non_additive=POST_NORM_REASON if spec.is_post_norm(getattr(hf_model, "config", None)) else spec.non_additive,
+        non_additive=POST_NORM_REASON if spec.is_post_norm(config) else spec.non_additive,
+        norms=tuple(norms),
+        parallel=spec.is_parallel(config),
     )
 
 
@@ -161,4 +252,68 @@ def _mlp_site(layer: torch.nn.Module, path: str | None, contribution: Contributi
     return None
 
 
-__all__ = ["MODULE_OUTPUT", "POST_NORM_REASON", "LayerStructure", "MlpSite", "resolve_layer_structure"]
+#: Children by which a feed-forward module shows it routes tokens to experts.
+_ROUTING_CHILDREN = ("experts", "router")
+
+
+def _routes_to_experts(module: torch.nn.Module) -> bool:
+    children = dict(module.named_children())
+    if any(name in children for name in _ROUTING_CHILDREN):
+        return True
+    gate = children.get("gate")
+    return gate is not None and not isinstance(gate, torch.nn.Linear)
+
+
+def _with_down_proj(layer: torch.nn.Module, index: int, site: MlpSite, spec: ArchitectureSpec) -> MlpSite:
+    """``site`` with its down projection resolved (or the reason there is none)."""
+    import dataclasses
+
+    holder = layer if site.path is None else _submodule(layer, site.path)
+    where = f"layer {index}" if site.path is None else f"layer {index}'s MLP ({type(holder).__name__})"
+    if holder is not None and site.path is not None and _routes_to_experts(holder):
+        return dataclasses.replace(
+            site,
+            hidden_unavailable=(
+                f"{where} is a mixture of experts: each token's hidden activations live in the experts "
+                "it is routed to, so there is no single (batch, seq, intermediate) tensor"
+            ),
+        )
+    candidates = spec.path("down_proj")
+    for candidate in candidates:
+        if holder is not None and _submodule(holder, candidate) is not None:
+            path = candidate if site.path is None else f"{site.path}.{candidate}"
+            return dataclasses.replace(site, down_proj=path)
+    tried = ", ".join(candidates) or "none: the spec sets down_proj=None"
+    return dataclasses.replace(
+        site, hidden_unavailable=f"no down projection found in {where} (tried {tried}); set the spec's down_proj"
+    )
+
+
+def _first_found(layer: torch.nn.Module, candidates: tuple[str, ...]) -> str | None:
+    return next((path for path in candidates if _submodule(layer, path) is not None), None)
+
+
+def _sublayer_norms(layer: torch.nn.Module, spec: ArchitectureSpec) -> SublayerNorms:
+    mixer = _first_found(layer, spec.path("attention_norm"))
+    mlp = _first_found(layer, spec.path("mlp_norm"))
+
+    def missing(field: str, found: str | None) -> str | None:
+        if found is not None:
+            return None
+        if getattr(spec, field) is None:
+            return f"the spec says there is no norm here ({field}=None)"
+        tried = spec.path(field)
+        if not tried:
+            return f"the spec does not name this norm ({field}=())"
+        return f"no {field.replace('_', ' ')} found in the layer (tried {', '.join(tried)}); set the spec's {field}"
+
+    return SublayerNorms(
+        mixer=mixer,
+        mixer_missing=missing("attention_norm", mixer),
+        mlp=mlp,
+        mlp_missing=missing("mlp_norm", mlp),
+        mlp_reads_stream=spec.mlp_norm is None,
+    )
+
+
+__all__ = ["MODULE_OUTPUT", "POST_NORM_REASON", "LayerStructure", "MlpSite", "SublayerNorms", "resolve_layer_structure"]

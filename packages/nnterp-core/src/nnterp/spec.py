@@ -42,6 +42,27 @@ DEFAULT_ATTENTION_PROBABILITIES: tuple[str, ...] = ("attention_interface", "nn.f
 #: ``[q_0 k_0 v_0 | q_1 k_1 v_1 | ...]`` (GPT-NeoX and Bloom ``query_key_value``).
 QKV_LAYOUTS = ("blocks", "interleaved_heads")
 
+#: Where a feed-forward's down projection (its last projection, whose input is the MLP's hidden
+#: activations) usually is, tried in order: from the MLP module, or from the layer when the
+#: spec has no MLP module (OPT's ``fc2``).
+DEFAULT_DOWN_PROJ: tuple[str, ...] = (
+    "down_proj", "c_proj", "fc2", "dense_4h_to_h", "fc_out", "w2", "output_linear", "proj_down",
+)
+
+#: Where the norm before a layer's token mixer (its pre-norm) usually is, from the layer.
+DEFAULT_ATTENTION_NORM: tuple[str, ...] = (
+    "input_layernorm", "ln_1", "self_attn_layer_norm", "attention_layernorm", "layernorm1", "norm_1",
+    "operator_norm", "temporal_pre_norm", "norm_mlstm", "attention.ln", "pre_attention_layernorm",
+)
+
+#: Where the norm before a layer's MLP (its pre-norm) usually is, from the layer. Gemma-2's
+#: ``pre_feedforward_layernorm`` comes first: its ``post_attention_layernorm`` is a post-norm.
+DEFAULT_MLP_NORM: tuple[str, ...] = (
+    "pre_feedforward_layernorm", "pre_ff_layernorm", "pre_mlp_layernorm", "post_attention_layernorm",
+    "ln_2", "final_layer_norm", "feedforward_layernorm", "layernorm2", "norm_2", "ffn_norm",
+    "channel_pre_norm", "norm_ffn", "ln",
+)
+
 #: Standard part names, in forward order.
 STANDARD_PARTS = ("embed_tokens", "layers", "self_attn", "mlp", "ln_final", "lm_head")
 
@@ -190,6 +211,25 @@ class ArchitectureSpec:
         position_embedding: Module path (from the root) of a position embedding that counts
             positions itself and ignores left padding (BART-family decoders); nnterp gives each
             row its own positions in left-padded batches (`nnterp.row_positions`).
+        down_proj: Path of the MLP's down projection, from the MLP module (from the layer
+            when the spec has no MLP module); its input is ``mlps_hidden``. Candidates are
+            tried in order (`DEFAULT_DOWN_PROJ`); ``None``: not readable.
+        attention_norm: Path, from the layer, of the norm the token mixer's input goes
+            through (`DEFAULT_ATTENTION_NORM`); ``None``: the mixer reads the stream itself.
+        mlp_norm: Path, from the layer, of the norm the MLP's input goes through
+            (`DEFAULT_MLP_NORM`); its input is ``layers_mid`` on sequential blocks. ``None``:
+            the MLP reads the stream itself (OLMo-2); ``()``: the spec does not say.
+        parallel_blocks: The mixer and the MLP both read the block's input (GPT-J, Cohere,
+            Phi-1/2), so there is no stream between them: ``True``, or ``(config_key, value)``
+            pairs of which any one makes them parallel (GPT-NeoX's
+            ``(("use_parallel_residual", True),)``).
+        attention_scores: Operation chain to the softmax call whose input is
+            ``attention_scores`` (as in ``attention_probabilities``); ``()``: derived from
+            ``attention_probabilities`` (the first softmax call next to its last operation);
+            ``None``: not readable.
+        unavailable_sites: Sites of the table this family cannot offer although its modules
+            are found, with the reason (``{"ln_final_scale": "the final norm also normalises
+            the embeddings, ..."}``): ``support()`` reports it and the accessor refuses.
     """
 
     name: str
@@ -226,6 +266,12 @@ class ArchitectureSpec:
     unembedding_projection: str | None = None
     optional_parts: tuple[str, ...] = ()
     position_embedding: str | None = None
+    down_proj: PathSpec = DEFAULT_DOWN_PROJ
+    attention_norm: PathSpec = DEFAULT_ATTENTION_NORM
+    mlp_norm: PathSpec = DEFAULT_MLP_NORM
+    parallel_blocks: bool | tuple[tuple[str, Any], ...] = False
+    attention_scores: tuple[str, ...] | None = ()
+    unavailable_sites: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.model_classes, str):
@@ -255,6 +301,12 @@ class ArchitectureSpec:
             key, value = self.post_norm
             return config_value(config, (key,)) == value
         return bool(self.post_norm)
+
+    def is_parallel(self, config: Any) -> bool:
+        """Whether this model's mixer and MLP both read the block's input (see ``parallel_blocks``)."""
+        if isinstance(self.parallel_blocks, tuple):
+            return any(config_value(config, (key,)) == value for key, value in self.parallel_blocks)
+        return bool(self.parallel_blocks)
 
     def layer_mixers(self) -> tuple[Mixer, ...]:
         """The mixers tried per layer: ``mixers``, or the ``self_attn`` path as attention."""

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
     from nnterp.compat import RenameConfig
+    from nnterp.site_accessors import AttentionScoresAccessor, HeadResultsAccessor, LayersMidAccessor, MlpHiddenAccessor, NormScaleAccessor
 
     from nnterp.validation import OutputStructure
 
@@ -358,6 +359,69 @@ class StandardizedTransformer(TransformersModel):
                 "attention probabilities are off: load with "
                 "StandardizedTransformer(..., enable_attention_probs=True)."
             )
+
+    # --- issue 18 sites ---
+    # Accessors of the site table's derived sites (nnterp.sites), each built on first use.
+
+    def _derived_site(self, name: str) -> Any:
+        built: dict[str, Any] = self.__dict__.setdefault("_nnterp_derived_sites", {})
+        if name not in built:
+            from nnterp.site_accessors import build_accessor
+
+            built[name] = build_accessor(self, name)
+        return built[name]
+
+    @property
+    def attentions_norm_scale(self) -> NormScaleAccessor:
+        """What the norm before each attention divides by: ``[i]`` is (batch, seq, 1), float32,
+        read-only (see `nnterp.norm_scales`)."""
+        return cast("NormScaleAccessor", self._derived_site("attentions_norm_scale"))
+
+    @property
+    def attention_scores(self) -> AttentionScoresAccessor:
+        """Pre-softmax attention scores, mask included: ``[i]`` is (batch, heads, query, key),
+        assignable; eager attention (see `nnterp.attention_scores`)."""
+        return cast("AttentionScoresAccessor", self._derived_site("attention_scores"))
+
+    @property
+    def heads_result(self) -> HeadResultsAccessor:
+        """Each head's output through its slice of ``o_proj``: ``[i]`` is (batch, seq, heads,
+        hidden), assignable (see `nnterp.heads`)."""
+        return cast("HeadResultsAccessor", self._derived_site("heads_result"))
+
+    @property
+    def layers_mid(self) -> LayersMidAccessor:
+        """The residual stream between each block's mixer and MLP (TransformerLens ``resid_mid``):
+        ``[i]`` is (batch, seq, hidden), assignable (see `nnterp.layers_mid`)."""
+        return cast("LayersMidAccessor", self._derived_site("layers_mid"))
+
+    @property
+    def mlps_norm_scale(self) -> NormScaleAccessor:
+        """What the norm before each MLP divides by: ``[i]`` is (batch, seq, 1), float32,
+        read-only (see `nnterp.norm_scales`)."""
+        return cast("NormScaleAccessor", self._derived_site("mlps_norm_scale"))
+
+    @property
+    def mlps_hidden(self) -> MlpHiddenAccessor:
+        """MLP hidden (neuron) activations, the down projection's input: ``[i]`` is
+        (batch, seq, intermediate), assignable (see `nnterp.mlp_hidden`)."""
+        return cast("MlpHiddenAccessor", self._derived_site("mlps_hidden"))
+
+    @property
+    def ln_final_scale(self) -> torch.Tensor:
+        """What the final norm divides its input by: (batch, seq, 1), float32, read-only; inside
+        a trace (see `nnterp.norm_scales`)."""
+        from nnterp.norm_scales import ln_final_scale
+
+        return ln_final_scale(self)
+
+    @ln_final_scale.setter
+    def ln_final_scale(self, value: torch.Tensor) -> None:
+        from nnterp.norm_scales import refuse_final_write
+
+        refuse_final_write()
+
+    # --- end of issue 18 sites ---
 
     # -- sizes ------------------------------------------------------------------------------
 

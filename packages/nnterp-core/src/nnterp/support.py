@@ -13,7 +13,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 from nnterp.errors import NnterpError
 from nnterp.sites import SITES, SiteInfo
@@ -62,6 +62,13 @@ def _attention_level(model: StandardizedTransformer, site: SiteInfo) -> str | No
 
 def _layer_reason(model: StandardizedTransformer, site: SiteInfo) -> Callable[[int], str | None]:
     structure = model.layer_structure
+    declared = model.spec.unavailable_sites.get(site.name)
+    if declared is not None:
+        return lambda layer: declared
+    # Accessors that know their own availability (the derived sites) say it themselves.
+    unavailable = getattr(getattr(model, site.name, None), "unavailable", None)
+    if callable(unavailable):
+        return cast("Callable[[int], str | None]", unavailable)
     if site.name in ("mixers_input",):
         return lambda layer: None if structure.mixers[layer] is not None else f"layer {layer} has no token mixer"
     if site.name == "mixers_output":
@@ -85,13 +92,26 @@ def _layer_reason(model: StandardizedTransformer, site: SiteInfo) -> Callable[[i
     return lambda layer: None
 
 
+def _whole_model_reason(model: StandardizedTransformer, name: str) -> str | None:
+    declared = model.spec.unavailable_sites.get(name)
+    if declared is not None:
+        return declared
+    if name == "token_embeddings" and model.paths["embed_tokens"] is None:
+        return "the spec names no embedding module"
+    if name == "ln_final_scale":
+        from nnterp.norm_scales import final_form
+
+        form = final_form(model)
+        return form if isinstance(form, str) else None
+    return None
+
+
 def site_support(model: StandardizedTransformer) -> dict[str, Support]:
     """The `StandardizedTransformer.support` report of ``model``."""
     report: dict[str, Support] = {}
     for site in SITES:
         if not site.per_layer:
-            missing = site.name == "token_embeddings" and model.paths["embed_tokens"] is None
-            report[site.name] = "the spec names no embedding module" if missing else None
+            report[site.name] = _whole_model_reason(model, site.name)
             continue
         reason = _layer_reason(model, site)
         report[site.name] = _collapse({layer: reason(layer) for layer in range(model.num_layers)})

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import torch
 
 from nnterp.errors import UnavailableComponentError
+from nnterp.testing.site_checks import SITE_CHECKS
 
 PROMPTS = ("The capital of France is", "Hello world", "The cat sat on the mat and the dog")
 
@@ -163,6 +164,9 @@ CHECKS: dict[str, Callable[[Any], None]] = {
     "steering": check_steering,
     "layer_skipping": check_layer_skipping,
     "batching": check_batching,
+    # The derived sites (neurons, pre-softmax scores, per-head results, the mid-block stream,
+    # norm scales), each against plain hooks.
+    **SITE_CHECKS,
 }
 
 

@@ -49,6 +49,8 @@ BERT_LIKE = ArchitectureSpec(
     v_proj="self.value",
     o_proj="output.dense",
     rotary_embedding=None,
+    # The feed-forward's down projection: ``output.dense`` receives ``intermediate``'s activations.
+    down_proj="output.dense",
 )
 
 
@@ -160,6 +162,8 @@ XLM_ROBERTA_XL = ROBERTA_LIKE.with_classes(
     ln_final="roberta.encoder.LayerNorm",
     attention_contribution=PRE_NORM_ATTENTION,
     post_norm=False,
+    attention_norm="attention.self_attn_layer_norm",
+    mlp_norm="LayerNorm",
 )
 ROBERTA_PRELAYERNORM = under(
     "roberta_prelayernorm",
@@ -169,6 +173,8 @@ ROBERTA_PRELAYERNORM = under(
     ln_final="roberta_prelayernorm.LayerNorm",
     attention_contribution=PRE_NORM_ATTENTION,
     post_norm=False,
+    attention_norm="attention.LayerNorm",
+    mlp_norm="intermediate.LayerNorm",
 )
 
 SPECS = (

@@ -33,6 +33,8 @@ GPTJ = GPT_LIKE.with_classes(
     k_proj="k_proj",
     v_proj="v_proj",
     o_proj="out_proj",
+    # Attention and MLP both read ln_1's output of the block's input.
+    parallel_blocks=True,
 )
 
 #: GPT-Neo wraps its attention (``attn.attention``) and applies ``attn_dropout`` in ``_attn``.
@@ -89,6 +91,8 @@ FALCON = BLOOM.with_classes(
     attention_contribution=MODULE_OUTPUT,
     mlp_contribution=Contribution(mutated_after_return=True),
     post_norm=False,
+    # Sequential only with neither the new decoder architecture nor parallel attention.
+    parallel_blocks=(("new_decoder_architecture", True), ("parallel_attn", True)),
 )
 
 #: MPT: ``Wqkv`` is ``[q | k | v]`` like GPT-2's ``c_attn``; ``ffn`` adds the residual itself.
@@ -104,6 +108,7 @@ MPT = GPT_LIKE.with_classes(
     mlp_contribution=_IN_MODULE_RESIDUAL,
 )
 
+#: CTRL's ``ffn`` is ``Sequential(Linear, ReLU, Linear)``: the down projection is its item ``2``.
 CTRL = GPT_LIKE.with_classes(
     "CTRLLMHeadModel",
     name="ctrl",
@@ -115,6 +120,7 @@ CTRL = GPT_LIKE.with_classes(
     k_proj="Wk",
     v_proj="Wv",
     o_proj="dense",
+    down_proj="2",
 )
 
 GPT_NEOX = ArchitectureSpec(
@@ -130,6 +136,7 @@ GPT_NEOX = ArchitectureSpec(
     qkv_proj="query_key_value",
     qkv_layout="interleaved_heads",
     o_proj="dense",
+    parallel_blocks=(("use_parallel_residual", True),),
 )
 
 GPT_NEOX_JAPANESE = GPT_NEOX.with_classes(

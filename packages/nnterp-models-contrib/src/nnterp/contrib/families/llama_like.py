@@ -73,9 +73,13 @@ LLAMA_LIKE = ArchitectureSpec(
         "Phi4MultimodalForCausalLM",
         "SeedOssForCausalLM",
         "SmolLM3ForCausalLM",
-        "StableLmForCausalLM",
         "Starcoder2ForCausalLM",
     ),
+)
+
+#: StableLM: with ``use_parallel_residual`` the attention and the MLP both read the block's input.
+STABLELM = LLAMA_LIKE.with_classes(
+    "StableLmForCausalLM", name="stablelm", parallel_blocks=(("use_parallel_residual", True),)
 )
 
 #: Mixture-of-experts decoders with Llama's naming (``mlp`` is the MoE block).
@@ -111,6 +115,9 @@ SANDWICH = LLAMA_LIKE.with_classes(
     name="sandwich",
     attention_contribution=Contribution(output="post_attention_layernorm"),
     mlp_contribution=Contribution(output="post_feedforward_layernorm"),
+    # No pre-norms: the sublayers read the stream itself (post_attention_layernorm is a post-norm).
+    attention_norm=None,
+    mlp_norm=None,
 )
 SANDWICH_MOE = SANDWICH.with_classes("FlexOlmoForCausalLM", name="sandwich_moe", tiny_config=MOE_TINY)
 
@@ -211,6 +218,8 @@ COHERE = LLAMA_LIKE.with_classes(
     "Cohere2ForCausalLM",
     name="cohere",
     logits_postprocess=(("multiply", "logit_scale"),),
+    # Attention and MLP both read input_layernorm's output of the block's input.
+    parallel_blocks=True,
 )
 COHERE_MOE = COHERE.with_classes("Cohere2MoeForCausalLM", name="cohere_moe", tiny_config=MOE_TINY)
 
@@ -247,10 +256,21 @@ GRANITE_MOE_SWA = GRANITE_MOE.with_classes(
 
 #: Gemma-style final-logit soft-capping.
 SOFTCAPPED = LLAMA_LIKE.with_classes(
-    "NanoChatForCausalLM",
     "VaultGemmaForCausalLM",
     name="softcapped",
     logits_postprocess=(("softcap", "final_logit_softcapping"),),
+)
+
+#: NanoChat also applies its final norm to the embeddings, before the layers.
+NANOCHAT = SOFTCAPPED.with_classes(
+    "NanoChatForCausalLM",
+    name="nanochat",
+    unavailable_sites={
+        "ln_final_scale": (
+            "the final norm (model.norm) is also applied to the embeddings before the layers, and its "
+            "input is read at its first call"
+        ),
+    },
 )
 
 #: Beam: soft-capped logits; depth-scaled residual adds shrink the stream at every add.
@@ -294,12 +314,18 @@ FINAL_LAYERNORM = LLAMA_LIKE.with_classes(
     "PersimmonForCausalLM",
     name="final_layernorm",
     ln_final="model.final_layernorm",
+    o_proj="dense",
 )
+
+#: Phi-1/2: the attention and the MLP both read input_layernorm's output.
+PHI = FINAL_LAYERNORM.with_classes("PhiForCausalLM", name="phi", parallel_blocks=True)
+PERSIMMON = FINAL_LAYERNORM.with_classes("PersimmonForCausalLM", name="persimmon")
 
 #: JetMoE: the (mixture-of-heads) attention is ``self_attention``.
 JETMOE = LLAMA_LIKE.with_classes("JetMoeForCausalLM", name="jetmoe", self_attn="self_attention", tiny_config=MOE_TINY)
 
 SPECS = (
     LLAMA_LIKE, LLAMA_MOE, SANDWICH, SANDWICH_MOE, GLM4, GLM4_MOE_SANDWICH, AFMOE, HYPERCLOVAX, MINIMAX, BEAM, SINKS_MOE, PER_LAYER_HEADS_MOE, INKLING, MLA, MINICPM3, COHERE, COHERE_MOE, GRANITE, GRANITE_SWA,
-    GRANITE_MOE, GRANITE_MOE_SWA, SOFTCAPPED, INKLING2, FEED_FORWARD, FINAL_LAYERNORM, JETMOE,
+    GRANITE_MOE, GRANITE_MOE_SWA, SOFTCAPPED, NANOCHAT, INKLING2, FEED_FORWARD, PHI, PERSIMMON, JETMOE,
+    STABLELM,
 )

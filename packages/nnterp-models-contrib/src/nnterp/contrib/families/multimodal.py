@@ -23,6 +23,8 @@ GEMMA3_MULTIMODAL = LANGUAGE_MODEL.with_classes(
 )
 
 #: Fuyu's language model is Persimmon (final norm ``final_layernorm``).
-FUYU = LANGUAGE_MODEL.with_classes("FuyuForCausalLM", name="fuyu", ln_final="model.language_model.final_layernorm")
+FUYU = LANGUAGE_MODEL.with_classes(
+    "FuyuForCausalLM", name="fuyu", ln_final="model.language_model.final_layernorm", o_proj="dense"
+)
 
 SPECS = (LANGUAGE_MODEL, GEMMA3_MULTIMODAL, FUYU)

@@ -126,6 +126,9 @@ OLMO_HYBRID = LLAMA_HYBRID.with_classes(
         ),
         Mixer("linear_attn", "gated_deltanet"),
     ),
+    # post_attention_layernorm is a post-norm on attention layers and the MLP's pre-norm on
+    # DeltaNet layers: one spec path cannot say both.
+    mlp_norm=(),
 )
 
 #: Hybrids whose linear and softmax attentions are both ``self_attn``; the class tells them apart.
