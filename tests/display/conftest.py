@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import warnings
+from pathlib import Path
 
 import kaleido
 import nnsight
@@ -40,6 +39,21 @@ def attention_probs(llama):
     return probs.detach()
 
 
+#: kaleido >= 1.1 can keep one browser running between renders; the oldest release nnterp
+#: accepts (1.0, in the floors environment) starts one for each image.
+HAS_SYNC_SERVER = hasattr(kaleido, "start_sync_server")
+
+
+def _start_server() -> None:
+    if HAS_SYNC_SERVER:
+        kaleido.start_sync_server(silence_warnings=True)
+
+
+def _stop_server() -> None:
+    if HAS_SYNC_SERVER:
+        kaleido.stop_sync_server(silence_warnings=True)
+
+
 @pytest.fixture(scope="session")
 def image_server():
     """One headless browser for every render in the session (kaleido's sync server).
@@ -47,9 +61,9 @@ def image_server():
     `save_figure` is unchanged: plotly sends images to this server while it runs, which takes
     ~0.2 s an image instead of ~3 s to start a browser for each.
     """
-    kaleido.start_sync_server(silence_warnings=True)
+    _start_server()
     yield
-    kaleido.stop_sync_server(silence_warnings=True)
+    _stop_server()
 
 
 @pytest.fixture(autouse=True)
@@ -61,9 +75,9 @@ def _quiet_image_server():
 @pytest.fixture
 def no_image_server(image_server):
     """Render without the shared browser (each image starts its own, as for a user)."""
-    kaleido.stop_sync_server(silence_warnings=True)
+    _stop_server()
     yield
-    kaleido.start_sync_server(silence_warnings=True)
+    _start_server()
 
 
 @pytest.fixture

@@ -108,4 +108,5 @@ def test_html_file_holds_the_figure(tmp_path, tokenizer):
     plot_topk_tokens(hand_probs(), tokenizer, k=2, file=path)
     page = path.read_text()
     assert "cdn.plot.ly" in page
-    assert "\\u2423Paris" in page  # plotly's JSON writes "␣Paris" with a \u escape
+    # plotly 7 writes "␣Paris" in its JSON with a \u escape, plotly 6.1 as it is
+    assert "\\u2423Paris" in page or "␣Paris" in page

@@ -21,7 +21,9 @@ from nnterp.nnsight_utils import get_token_activations, collect_token_activation
 from nnterp.testing import tiny_model, tiny_tokenizer
 model = StandardizedTransformer(tiny_model("llama"), tiny_tokenizer())
 print("layers", model.num_layers, get_token_activations(model, ["Hello"]).shape[0])
+import importlib.util
 for name in ("nnterp.interventions", "nnterp.prompt_utils", "nnterp.display", "nnterp.contrib"):
+    print("spec", name, importlib.util.find_spec(name))
     try:
         __import__(name)
     except ImportError as error:
@@ -44,7 +46,7 @@ print("interventions", "logit_lens" in registry.interventions, "residual_norms" 
 
 
 def _run(command: list[str], cwd: Path = ROOT) -> str:
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
     assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout
 
@@ -91,6 +93,8 @@ def test_core_alone_then_everything_in_a_fresh_environment(wheelhouse, tmp_path)
     assert "missing nnterp.interventions -> `pip install nnterp-interventions`" in output
     assert "missing nnterp.display -> `pip install nnterp-display`" in output
     assert "missing nnterp.contrib -> `pip install nnterp-models-contrib`" in output
+    for name in ("nnterp.interventions", "nnterp.prompt_utils", "nnterp.display", "nnterp.contrib"):
+        assert f"spec {name} None" in output  # the usual optional-dependency check
 
     _run([*pip, "nnterp-core[all]==2.0.0", "nnterp-toy-plugin"])
     output = _run([python, "-c", EVERYTHING], cwd=tmp_path)

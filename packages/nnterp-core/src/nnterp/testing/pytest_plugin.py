@@ -14,22 +14,32 @@ A plugin package tests its own architecture with a few lines::
 Each conformance check becomes one test (``test_hooks_equality``, ``test_steering``, ...).
 A check that the architecture cannot support (no attention) reports as passed with nothing to
 check only if the component is genuinely absent from the spec; otherwise it fails.
+
+pytest loads this module in every project where nnterp-core is installed, so it imports
+nothing heavy: torch, transformers and nnsight load when a fixture or check first runs.
 """
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Any
 
 import pytest
 
 from nnterp.errors import UnavailableComponentError
-from nnterp.testing import conformance
-from nnterp.testing.tiny import tiny_tokenizer
+
+
+def _conformance() -> ModuleType:
+    from nnterp.testing import conformance
+
+    return conformance
 
 
 @pytest.fixture(scope="session")
 def nnterp_tiny_tokenizer() -> Any:
     """The in-process tokenizer of `nnterp.testing.tiny_tokenizer`."""
+    from nnterp.testing.tiny import tiny_tokenizer
+
     return tiny_tokenizer()
 
 
@@ -46,7 +56,7 @@ class ConformanceSuite:
     @classmethod
     def standardized(cls, conformance_model: Any) -> Any:
         hf_model, tokenizer = conformance_model
-        model, note = conformance.load_for_conformance(hf_model, tokenizer)
+        model, note = _conformance().load_for_conformance(hf_model, tokenizer)
         if cls.expect_attention_probabilities and note:
             pytest.fail(f"attention probabilities could not be enabled: {note}")
         return model
@@ -56,23 +66,23 @@ class ConformanceSuite:
         assert standardized.paths["layers"] is not None
 
     def test_accessor_shapes(self, standardized: Any) -> None:
-        conformance.check_accessor_shapes(standardized)
+        _conformance().check_accessor_shapes(standardized)
 
     def test_hooks_equality(self, standardized: Any) -> None:
-        conformance.check_hooks_equality(standardized)
+        _conformance().check_hooks_equality(standardized)
 
     def test_attention_probabilities(self, standardized: Any) -> None:
         if not self.expect_attention_probabilities:
             with pytest.raises(UnavailableComponentError):
-                conformance.check_attention_probabilities(standardized)
+                _conformance().check_attention_probabilities(standardized)
             return
-        conformance.check_attention_probabilities(standardized)
+        _conformance().check_attention_probabilities(standardized)
 
     def test_steering(self, standardized: Any) -> None:
-        conformance.check_steering(standardized)
+        _conformance().check_steering(standardized)
 
     def test_layer_skipping(self, standardized: Any) -> None:
-        conformance.check_layer_skipping(standardized)
+        _conformance().check_layer_skipping(standardized)
 
     def test_batching(self, standardized: Any) -> None:
-        conformance.check_batching(standardized)
+        _conformance().check_batching(standardized)

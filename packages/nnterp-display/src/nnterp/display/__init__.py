@@ -10,18 +10,24 @@ numpy arrays, for one prompt), returns a plotly ``Figure``, and saves it when gi
 - `plot_run_prompts`: target-category probabilities across layers (``run_prompts``).
 - `plot_patching_grid`: an activation-patching sweep over layers × positions.
 - `prompts_to_df`: prompts and their target tokens as a pandas DataFrame.
+- `set_notebook_renderer`: figures that show in Jupyter, VS Code and nbconvert HTML exports.
+
+Static images need kaleido: ``pip install "nnterp-display[png]"`` (without it, saving a ``.png``
+raises `MissingExtraError`).
 """
 
 from nnterp.display._tokens import visible_token
 from nnterp.display.attention import plot_attention
 from nnterp.display.frames import prompts_to_df
 from nnterp.display.lens import plot_logit_lens_heatmap
+from nnterp.display.notebook import set_notebook_renderer
 from nnterp.display.patching import plot_patching_grid
-from nnterp.display.save import save_figure
+from nnterp.display.save import MissingExtraError, save_figure
 from nnterp.display.targets import plot_run_prompts
 from nnterp.display.topk import plot_topk_tokens
 
 __all__ = [
+    "MissingExtraError",
     "plot_attention",
     "plot_logit_lens_heatmap",
     "plot_patching_grid",
@@ -29,5 +35,6 @@ __all__ = [
     "plot_topk_tokens",
     "prompts_to_df",
     "save_figure",
+    "set_notebook_renderer",
     "visible_token",
 ]

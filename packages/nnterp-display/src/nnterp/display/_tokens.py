@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from nnterp.display._arrays import to_numpy
+from nnterp.display._checks import tokenizer as require_tokenizer
 from nnterp.errors import InvalidInputError
 
 _WHITESPACE = {" ": "␣", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
@@ -25,6 +26,11 @@ def visible_token(text: str) -> str:
         >>> visible_token(" Paris\\n")
         '␣Paris\\\\n'
     """
+    if not isinstance(text, str):
+        raise InvalidInputError(
+            f"text must be a string (one decoded token), got {type(text).__name__}: decode ids first, "
+            "e.g. visible_token(tokenizer.decode([token_id]))."
+        )
     if text == "":
         return EMPTY_TOKEN
     parts = []
@@ -45,11 +51,7 @@ def token_label(text: str) -> str:
 
 def decode_each(tokenizer: Any, ids: Sequence[int]) -> list[str]:
     """Each token id decoded on its own: ``[tokenizer.decode([i]) for i in ids]``."""
-    if not hasattr(tokenizer, "decode"):
-        raise InvalidInputError(
-            f"tokenizer must be a HuggingFace tokenizer (with .decode), got {type(tokenizer).__name__}: "
-            "pass model.tokenizer."
-        )
+    require_tokenizer(tokenizer)
     return [tokenizer.decode([int(token_id)]) for token_id in ids]
 
 
@@ -73,6 +75,7 @@ def token_strings(tokens: Any, count: int, tokenizer: Any = None, name: str = "t
             raise InvalidInputError(
                 f"{name} is a prompt string: also pass tokenizer= to split it into tokens."
             )
+        require_tokenizer(tokenizer, splits_text=True)
         strings = decode_each(tokenizer, tokenizer(tokens)["input_ids"])
     elif isinstance(tokens, (list, tuple)) and all(isinstance(token, str) for token in tokens):
         strings = list(tokens)
@@ -82,6 +85,11 @@ def token_strings(tokens: Any, count: int, tokenizer: Any = None, name: str = "t
             ids = ids[0]
         if ids.ndim != 1:
             raise InvalidInputError(f"{name} must be one prompt's tokens, got shape {tuple(ids.shape)}.")
+        if not np.all(np.isfinite(ids)) or not np.all(ids == np.round(ids)) or np.any(ids < 0):
+            raise InvalidInputError(
+                f"{name} must be token strings or token ids (whole numbers >= 0), got a "
+                f"{type(tokens).__name__} holding other values (e.g. NaN, 1.5 or -1)."
+            )
         if tokenizer is None:
             raise InvalidInputError(f"{name} holds token ids: also pass tokenizer= to decode them.")
         strings = decode_each(tokenizer, ids.astype(int).tolist())

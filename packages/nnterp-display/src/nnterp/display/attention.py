@@ -10,15 +10,17 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from nnterp.display._arrays import with_dims
+from nnterp.display import _checks
+from nnterp.display._arrays import require_probabilities, with_dims
 from nnterp.display._axes import cell_data, spread, token_axis
 from nnterp.display._tokens import position_labels, token_strings
-from nnterp.display.save import finish_figure
+from nnterp.display.save import check_common, finish_figure
 from nnterp.errors import InvalidInputError
 from nnterp.inputs import index_list
 
 #: Side of one head's panel in pixels, used for the default figure size.
 PANEL_SIZE = 320
+LAYOUTS = ("grid", "slider")
 
 
 def plot_attention(
@@ -58,12 +60,28 @@ def plot_attention(
         The plotly Figure: one heatmap trace per shown head, in ``heads`` order, with
         ``trace.z[query][key]`` the attention probability and ``trace.name`` = ``"head {h}"``.
 
+    Raises:
+        InvalidInputError: a wrong shape, values that are not probabilities (NaN, outside [0, 1]),
+            more queries than keys, ``tokens`` that do not match the keys, a bad layout, size,
+            colour scale or ``file``.
+        LayerIndexError: a head index out of range.
+
     Example:
         >>> with model.trace("The cat sat on the mat"):
         ...     probs = model.attention_probabilities[3].save()
         >>> plot_attention(probs[0], model.tokenizer.tokenize("The cat sat on the mat"))
     """
+    check_common(title, width, height, file)
+    _checks.colorscale(colorscale)
+    if not isinstance(layout, str) or layout not in LAYOUTS:
+        raise InvalidInputError(f"layout={layout!r} is not a layout: use 'grid' or 'slider'.")
+    if isinstance(columns, bool) or not isinstance(columns, int) or columns < 1:
+        raise InvalidInputError(f"columns={columns!r} must be a positive integer (panels per row).")
     array = with_dims(attention_probs, "attention_probs", ("heads", "queries", "keys"))
+    require_probabilities(
+        array, "attention_probs",
+        "pass model.attention_probabilities[layer] (after the softmax), not attention scores",
+    )
     num_heads, num_queries, num_keys = array.shape
     if num_queries > num_keys:
         raise InvalidInputError(
@@ -99,13 +117,11 @@ def plot_attention(
         margin = {}
         width = width or PANEL_SIZE * columns + 160
         height = height or PANEL_SIZE * rows + 140
-    elif layout == "slider":
+    else:
         fig = _slider(traces, x_axis, y_axis)
         margin = {"b": 160}  # room for the slider under the key tokens
         width = width or PANEL_SIZE * 2 + 160
         height = height or PANEL_SIZE * 2 + 260
-    else:
-        raise InvalidInputError(f"layout={layout!r} is not a layout: use 'grid' or 'slider'.")
     coloraxis = {
         "colorscale": colorscale, "cmin": 0.0, "cmax": 1.0, "colorbar": {"title": {"text": "attention"}}
     }
@@ -118,8 +134,6 @@ def _grid(
     traces: list[go.Heatmap], columns: int, x_axis: dict, y_axis: dict
 ) -> tuple[go.Figure, int, int]:
     """One subplot per trace, ``columns`` to a row, titled with the trace name; (fig, rows, columns)."""
-    if isinstance(columns, bool) or not isinstance(columns, int) or columns < 1:
-        raise InvalidInputError(f"columns={columns!r} must be a positive integer.")
     columns = min(columns, len(traces))
     rows = math.ceil(len(traces) / columns)
     fig = make_subplots(

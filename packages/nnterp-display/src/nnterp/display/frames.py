@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from nnterp.display._checks import tokenizer as require_tokenizer
 from nnterp.display._tokens import decode_each
 from nnterp.errors import InvalidInputError
 
@@ -27,10 +28,15 @@ def prompts_to_df(prompts: Any, tokenizer: Any) -> pd.DataFrame:
             ``target_tokens`` ({category: [token id]}).
         tokenizer: decodes the target token ids (``model.tokenizer``).
 
+    Raises:
+        InvalidInputError: an item that is not a Prompt, or a tokenizer without ``.decode``. No
+            prompts (``[]``) give an empty table.
+
     Example:
         >>> df = prompts_to_df(prompts, model.tokenizer)
         >>> df[["prompt", "target_tokens"]]
     """
+    require_tokenizer(tokenizer)
     items = [prompts] if all(hasattr(prompts, name) for name in _PROMPT_ATTRIBUTES) else _as_list(prompts)
     rows = []
     for index, item in enumerate(items):

@@ -9,11 +9,12 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
+from nnterp.display import _checks
 from nnterp.display._arrays import as_probabilities, with_dims
 from nnterp.display._axes import layer_axis, layer_names, spread, token_axis
 from nnterp.display._token_heatmap import token_heatmap
 from nnterp.display._tokens import position_labels, token_strings
-from nnterp.display.save import finish_figure
+from nnterp.display.save import check_common, finish_figure
 
 
 def plot_logit_lens_heatmap(
@@ -52,12 +53,22 @@ def plot_logit_lens_heatmap(
         The plotly Figure; in ``fig.data[0]``, ``z[layer][position]`` is the top token's
         probability and ``text[layer][position]`` the token.
 
+    Raises:
+        InvalidInputError: a wrong shape, NaN/inf values, ``input_tokens`` that do not match the
+            positions, a bad tokenizer, size, colour scale or ``file``.
+
     Example:
         >>> prompt = "The capital of France is"
         >>> every = list(range(len(model.tokenizer(prompt)["input_ids"])))
         >>> probs = logit_lens(model, prompt, idx=every)[0]  # (layers, positions, vocab)
         >>> plot_logit_lens_heatmap(probs, model.tokenizer, prompt)
     """
+    check_common(title, width, height, file)
+    _checks.tokenizer(tokenizer)
+    _checks.optional_labels(layer_labels, "layer_labels")
+    _checks.colorscale(colorscale)
+    zmax = _checks.optional_positive_number(zmax, "zmax")
+    _checks.positive_number(font_size, "font_size")
     array = as_probabilities(with_dims(probs, "probs", ("layers", "positions", "vocab")), from_logits)
     num_layers, num_positions, _ = array.shape
     inputs = token_strings(input_tokens, num_positions, tokenizer, "input_tokens")

@@ -9,10 +9,11 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from nnterp.display._arrays import with_dims
+from nnterp.display import _checks
+from nnterp.display._arrays import require_finite, with_dims
 from nnterp.display._axes import cell_data, layer_axis, layer_names, spread, token_axis
 from nnterp.display._tokens import position_labels, token_strings
-from nnterp.display.save import finish_figure
+from nnterp.display.save import check_common, finish_figure
 
 
 def plot_patching_grid(
@@ -48,11 +49,22 @@ def plot_patching_grid(
     Returns:
         The plotly Figure; ``fig.data[0].z[layer][position]`` is the metric.
 
+    Raises:
+        InvalidInputError: a wrong shape, NaN/inf values, ``tokens`` that do not match the
+            positions, a bad size, colour scale or ``file``.
+
     Example:
         >>> grid = activation_patching(model, clean, corrupted, metric=logit_diff)
         >>> plot_patching_grid(grid, model.tokenizer.tokenize(clean), metric="logit diff")
     """
-    array = with_dims(grid, "grid", ("layers", "positions"))
+    check_common(title, width, height, file)
+    _checks.text(metric, "metric")
+    _checks.optional_labels(layer_labels, "layer_labels")
+    if colorscale is not None:
+        _checks.colorscale(colorscale)
+    _checks.flag(show_values, "show_values")
+    _checks.text(value_format, "value_format")
+    array = require_finite(with_dims(grid, "grid", ("layers", "positions")), "grid")
     num_layers, num_positions = array.shape
     labels = token_strings(tokens, num_positions, tokenizer, "tokens")
     finite = array[np.isfinite(array)]

@@ -10,9 +10,10 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import DEFAULT_PLOTLY_COLORS, unlabel_rgb
 
-from nnterp.display._arrays import to_numpy
+from nnterp.display import _checks
+from nnterp.display._arrays import require_finite, to_numpy
 from nnterp.display._axes import layer_axis, layer_names
-from nnterp.display.save import finish_figure
+from nnterp.display.save import check_common, finish_figure
 from nnterp.errors import InvalidInputError
 
 BANDS = ("std", "minmax", None)
@@ -47,17 +48,25 @@ def plot_run_prompts(
         The plotly Figure. Each category's mean trace is named after the category, in the order
         of ``results``; its ``y`` is the mean over prompts.
 
+    Raises:
+        InvalidInputError: an empty or non-mapping ``results``, NaN/inf values, categories of
+            different shapes, a bad band, size or ``file``.
+
     Example:
         >>> results = run_prompts(model, prompts, get_probs_func=logit_lens)
         >>> plot_run_prompts(results, title="Target emergence", file="targets.html")
     """
-    if band not in BANDS:
+    check_common(title, width, height, file)
+    if not (band is None or isinstance(band, str)) or band not in BANDS:
         raise InvalidInputError(f"band={band!r} is not a band: use 'std', 'minmax' or None.")
+    _checks.flag(show_prompts, "show_prompts")
+    _checks.optional_labels(layer_labels, "layer_labels")
+    _checks.text(value_name, "value_name")
     if not isinstance(results, Mapping) or not results:
         raise InvalidInputError(
             "results must be a non-empty {category: values} mapping, as run_prompts returns."
         )
-    arrays = {str(name): to_numpy(values, f"results[{name!r}]") for name, values in results.items()}
+    arrays = {str(name): _category(values, f"results[{name!r}]") for name, values in results.items()}
     dims = {array.ndim for array in arrays.values()}
     shapes = {name: array.shape for name, array in arrays.items()}
     if dims == {2} and len({shape[1] for shape in shapes.values()}) == 1:
@@ -73,6 +82,17 @@ def plot_run_prompts(
         )
     fig.update_yaxes(title={"text": value_name})
     return finish_figure(fig, title=title, width=width, height=height, file=file, hovermode="x unified")
+
+
+def _category(values: Any, name: str) -> np.ndarray:
+    """One category's values: finite numbers, at least one prompt (and one layer)."""
+    array = require_finite(to_numpy(values, name), name)
+    if array.ndim in (1, 2) and 0 in array.shape:
+        raise InvalidInputError(
+            f"{name} has shape {tuple(array.shape)}: it holds no values; run_prompts needs at least one "
+            "prompt with a token of that category."
+        )
+    return array
 
 
 def _spread(values: np.ndarray, band: str | None) -> tuple[np.ndarray, np.ndarray] | None:

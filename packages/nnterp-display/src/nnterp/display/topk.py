@@ -9,10 +9,11 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
+from nnterp.display import _checks
 from nnterp.display._arrays import as_probabilities, with_dims
 from nnterp.display._axes import labelled_axis, layer_axis, layer_names, spread
 from nnterp.display._token_heatmap import token_heatmap
-from nnterp.display.save import finish_figure
+from nnterp.display.save import check_common, finish_figure
 from nnterp.errors import InvalidInputError
 
 
@@ -55,10 +56,20 @@ def plot_topk_tokens(
         the token ranked ``r`` (0 = most likely) at ``layer``, ``text[layer][r]`` its string and
         ``customdata[layer][r]`` is (string, token id, layer name).
 
+    Raises:
+        InvalidInputError: a wrong shape, NaN/inf values, probabilities outside [0, 1] with
+            ``from_logits=False``, a bad ``k``, tokenizer, size, colour scale or ``file``.
+
     Example:
         >>> probs = logit_lens(model, "The capital of France is")
         >>> plot_topk_tokens(probs[0], model.tokenizer, k=5, file="lens.png")
     """
+    check_common(title, width, height, file)
+    _checks.tokenizer(tokenizer)
+    _checks.optional_labels(layer_labels, "layer_labels")
+    _checks.colorscale(colorscale)
+    zmax = _checks.optional_positive_number(zmax, "zmax")
+    _checks.positive_number(font_size, "font_size")
     array = as_probabilities(with_dims(probs, "probs", ("layers", "vocab")), from_logits)
     num_layers, vocab = array.shape
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= vocab:
