@@ -113,3 +113,39 @@ def test_positions_slice_the_gradients(llama):
 def test_metric_must_be_scalar(llama):
     with pytest.raises(InvalidInputError, match="scalar"):
         compute_gradients(llama, PROMPTS, lambda logits: logits[:, -1, 5], "layers_output.0")
+
+
+def test_per_head_results_get_the_output_projections_gradient(pair):
+    model, hf_model = pair
+    o_proj = native(hf_model, "o", 1)
+    taps = {"o_in": (o_proj, "input"), "o_out": (o_proj, "output")}
+    _, expected = autograd_reference(model, hf_model, taps)
+    result = compute_gradients(model, PROMPTS, logit_difference(CORRECT, WRONG), "heads_result.1")
+    heads = model.num_heads
+    gradient = result.gradients["heads_result.1"]
+    assert gradient.shape == (*expected["o_out"].shape[:-1], heads, expected["o_out"].shape[-1])
+    for head in range(heads):  # o_proj's output is the heads' sum: each head gets its gradient
+        torch.testing.assert_close(gradient[:, :, head], expected["o_out"])
+    # The activations: each head's slice of o_proj's input through its columns of the weight.
+    hidden_in = _o_proj_input(model, hf_model, o_proj)
+    # (in, out) for every output projection: nn.Linear stores (out, in), GPT-2's Conv1D (in, out).
+    weight = o_proj.weight.detach() if type(o_proj).__name__ == "Conv1D" else o_proj.weight.detach().T
+    head_dim = weight.shape[0] // heads
+    manual = torch.stack(
+        [hidden_in[..., h * head_dim : (h + 1) * head_dim] @ weight[h * head_dim : (h + 1) * head_dim] for h in range(heads)],
+        dim=-2,
+    )
+    torch.testing.assert_close(result.activations["heads_result.1"], manual, rtol=1e-5, atol=1e-6)
+
+
+def _o_proj_input(model, hf_model, o_proj):
+    seen = []
+    handle = o_proj.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach()))
+    with hooks(handle), torch.no_grad():
+        hf_model(**encode(model.tokenizer, PROMPTS))
+    return seen[0]
+
+
+def test_read_only_sites_have_no_gradient(llama):
+    with pytest.raises(InvalidInputError, match="read-only"):
+        compute_gradients(llama, PROMPTS, token_logit(17), "ln_final_scale")

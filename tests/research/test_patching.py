@@ -101,6 +101,6 @@ def test_bad_inputs(llama):
     with pytest.raises(InvalidInputError, match="pair each clean prompt"):
         activation_patching(llama, CLEAN, CORRUPTED[:1], METRIC)
     with pytest.raises(InvalidInputError, match="cannot patch site"):
-        activation_patching(llama, CLEAN, CORRUPTED, METRIC, site="attention_probabilities")
+        activation_patching(llama, CLEAN, CORRUPTED, METRIC, site="logits")
     with pytest.raises(InvalidInputError, match="shape"):
         run_with_patches(llama, CORRUPTED, {"layers_output.0": torch.zeros(1, 2, 64)})

@@ -37,6 +37,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
@@ -449,6 +450,20 @@ class HeadResultsAccessor:
         layer = normalize_layer(self._model, layer)
         weight, _ = self._weights(layer)
         return head_results(self._model.heads_output[layer], weight)
+
+    def gradient_source(self, layer: int) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        """Inside a trace: the tensor whose gradient is every head's result gradient (o_proj's
+        output, which is the sum of the heads' results plus the bias), and the function spreading
+        its (batch, seq, hidden) gradient to (batch, seq, heads, hidden)."""
+        layer = normalize_layer(self._model, layer)
+        self._weights(layer)
+        envoy = _child(self._model.heads_output._attention(layer), cast(str, self.layout.o_proj))
+        heads = self.layout.num_heads
+
+        def spread(gradient: torch.Tensor) -> torch.Tensor:
+            return gradient.unsqueeze(-2).expand(*gradient.shape[:-1], heads, gradient.shape[-1])
+
+        return envoy.output, spread
 
     def __setitem__(self, layer: int, value: torch.Tensor) -> None:
         layer = normalize_layer(self._model, layer)

@@ -5,23 +5,41 @@ Example:
     >>> probs = logit_lens(model, ["The capital of France is"])          # (1, layers, vocab)
     >>> decoded = patchscope_lens(model, ["The capital of France is"], repeat_prompt())
     >>> grid = activation_patching(model, clean, corrupted, metric)     # (layers, positions)
+    >>> blocks = every_block_patching(model, clean, corrupted, metric)  # residual/attention/MLP grids
+    >>> effect = path_patching(model, clean, corrupted, metric, sender=(0, 3), receivers="queries.2.1")
+    >>> stack = accumulated_resid(model, "The capital of France is", positions=-1)
 """
 
 from __future__ import annotations
 
 from nnterp.interventions.attribution import attribution_patching
 from nnterp.interventions.decomposition import (
+    FrozenNorm,
     LogitAttribution,
     ResidualDecomposition,
     decompose_residual,
+    freeze_final_norm,
     logit_attribution,
 )
+from nnterp.interventions.generation import GenerationResult, generate_with, steer_generate
 from nnterp.interventions.gradients import GradientResult, compute_gradients
 from nnterp.interventions.lens import logit_lens
 from nnterp.interventions.metrics import evaluate_metric, logit_difference, token_logit
-from nnterp.interventions.patching import activation_patching, head_patching, run_with_patches
-from nnterp.interventions.patchscope import patch_object_attn_lens, patchscope_generate, patchscope_lens
+from nnterp.interventions.patching import (
+    activation_patching,
+    attention_pattern_patching,
+    head_patching,
+    run_with_patches,
+)
+from nnterp.interventions.patchscope import (
+    patch_object_attn_lens,
+    patchscope_generate,
+    patchscope_lens,
+)
+from nnterp.interventions.path_patching import Node, path_patching, path_patching_heads
+from nnterp.interventions.stacks import accumulated_resid, apply_ln_to_stack
 from nnterp.interventions.steering import steer
+from nnterp.interventions.sweeps import BlockPatching, every_block_patching
 from nnterp.interventions.target_prompts import (
     TargetPrompt,
     TargetPromptBatch,
@@ -31,16 +49,26 @@ from nnterp.interventions.target_prompts import (
 )
 
 __all__ = [
+    "BlockPatching",
+    "FrozenNorm",
+    "GenerationResult",
     "GradientResult",
     "LogitAttribution",
+    "Node",
     "ResidualDecomposition",
     "TargetPrompt",
     "TargetPromptBatch",
+    "accumulated_resid",
     "activation_patching",
+    "apply_ln_to_stack",
+    "attention_pattern_patching",
     "attribution_patching",
     "compute_gradients",
     "decompose_residual",
     "evaluate_metric",
+    "every_block_patching",
+    "freeze_final_norm",
+    "generate_with",
     "head_patching",
     "it_repeat_prompt",
     "logit_attribution",
@@ -49,9 +77,12 @@ __all__ = [
     "patch_object_attn_lens",
     "patchscope_generate",
     "patchscope_lens",
+    "path_patching",
+    "path_patching_heads",
     "repeat_prompt",
     "repeat_prompt_chat",
     "run_with_patches",
     "steer",
+    "steer_generate",
     "token_logit",
 ]

@@ -38,35 +38,56 @@ and the unembedding (OPT's ``project_out``) folds into the direction, linear log
 equals the model's logit; with a soft-cap (Gemma-2/3), contributions are in pre-cap units and
 ``total`` applies the cap to their sum, which again gives the model's logit.
 
+Attribution toward a direction: ``logit_attribution(..., direction=v)`` attributes
+``final_norm(residual) . v`` (a probe, a steering vector, a difference of means) instead of a
+logit: each component's share is ``(D * P(c)) . v`` and the bias term ``beta . v``; with
+``apply_final_norm=False`` it is ``c . v`` on the raw residual stream (no norm, no bias). No
+unembedding, logit scale or soft-cap is involved.
+
+Positions: an int (the same position in every prompt), one int per prompt (``[4, 6]``), or one
+list per prompt (``[[2, -1], [3, -1]]``, equal lengths: results gain a position dimension),
+each counted within its prompt (``-1``: its last token), whatever the padding.
+
 Example:
     >>> from nnterp.interventions.decomposition import logit_attribution
     >>> dla = logit_attribution(model, "The capital of France is", paris_id, baseline=london_id,
     ...                         per_head=True)
     >>> dict(zip(dla.labels, dla.contributions[0].tolist()))   # {'embed': .., 'attn.0': .., ...}
     >>> dla.head_contributions[0].shape                         # (layers, heads)
+    >>> probe = logit_attribution(model, prompts, direction=probe_vector, position=[[-2, -1]] * 2)
+    >>> probe.contributions.shape                               # (batch, 2 positions, components)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
-from nnterp.cache import ActivationCache, cache_activations
+from nnterp.cache import ActivationCache, cache_activations, is_per_prompt
 from nnterp.errors import InvalidInputError, UnavailableComponentError
 from nnterp.heads import attention_layout, project_heads
-from nnterp.unembedding import apply_logit_steps, linear_logit_scale
+from nnterp.inputs import require_finite
 from nnterp.interventions.metrics import TokenIds
+from nnterp.positions import as_position_list
+from nnterp.unembedding import apply_logit_steps, linear_logit_scale
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
 
 SPLITS = ("attn_mlp", "layer")
 
+#: A position argument: one int for every prompt, one int per prompt, or one list per prompt.
+PositionArg = int | Sequence[int] | Sequence[Sequence[int]] | torch.Tensor
+
 
 @dataclass(frozen=True)
 class ResidualDecomposition:
     """The final residual stream at one position, as a sum of components.
+
+    Shapes below are for one position per prompt; with one list of ``n`` positions per prompt
+    every ``batch`` becomes ``batch, n``.
 
     Attributes:
         labels: component names: ``"embed"``, then ``"attn.L"``, ``"mlp.L"`` per layer (or
@@ -113,16 +134,21 @@ class FrozenNorm:
 
 @dataclass(frozen=True)
 class LogitAttribution:
-    """What each component adds to one logit (or logit difference), per prompt.
+    """What each component adds to one logit (or logit difference, or direction), per prompt.
+
+    Shapes below are for one position per prompt; with one list of ``n`` positions per prompt
+    every ``batch`` becomes ``batch, n``.
 
     Attributes:
         labels: component names (see `ResidualDecomposition`).
         contributions: (batch, components).
-        bias: (batch,), the final norm's bias and the unembedding bias, through the unembedding.
+        bias: (batch,), the final norm's bias and the unembedding bias, through the unembedding
+            (for a direction: the final norm's bias along it; zero without the norm).
         total: (batch,), the logit (difference) the components give: ``contributions.sum(-1) +
             bias``, through the model's soft-cap when it has one (linear logit scales are
             already in every contribution); equals ``logits``.
-        logits: (batch,), the same quantity read from the model's output logits.
+        logits: (batch,), the same quantity read from the model's output logits (for a
+            direction: the final norm's real output, or the residual stream, dotted with it).
         head_contributions: (batch, attention layers, heads) with ``per_head``, else ``None``.
         attention_bias_contributions: (batch, attention layers) with ``per_head``: the
             output-projection bias's part of each ``attn.L`` (``head_contributions.sum(-1) +
@@ -139,10 +165,14 @@ class LogitAttribution:
     attention_bias_contributions: torch.Tensor | None = None
     head_layers: list[int] | None = None
 
-    def as_dict(self, prompt: int = 0) -> dict[str, float]:
-        """``{label: contribution}`` of one prompt, plus ``"bias"``."""
-        values = dict(zip(self.labels, self.contributions[prompt].tolist()))
-        values["bias"] = float(self.bias[prompt])
+    def as_dict(self, prompt: int = 0, position: int = 0) -> dict[str, float]:
+        """``{label: contribution}`` of one prompt (and of its ``position``-th attributed
+        position when there are several), plus ``"bias"``."""
+        contributions, bias = self.contributions[prompt], self.bias[prompt]
+        if contributions.dim() == 2:
+            contributions, bias = contributions[position], bias[position]
+        values = dict(zip(self.labels, contributions.tolist()))
+        values["bias"] = float(bias)
         return values
 
 
@@ -170,7 +200,7 @@ def decompose_residual(
     model: StandardizedTransformer,
     prompts: Any,
     *,
-    position: int = -1,
+    position: PositionArg = -1,
     split: str = "attn_mlp",
     per_head: bool = False,
 ) -> ResidualDecomposition:
@@ -179,7 +209,8 @@ def decompose_residual(
     Args:
         model: a `StandardizedTransformer`.
         prompts: a prompt or a list (left-padded batch).
-        position: the position, counted per prompt (``-1``: last token).
+        position: counted per prompt (``-1``: last token): one int for every prompt, one int
+            per prompt, or one list per prompt (equal lengths; shapes gain that dimension).
         split: ``"attn_mlp"`` (embeddings, then each layer's mixer and MLP contributions) or
             ``"layer"`` (embeddings, then each layer's whole update).
         per_head: also split each attention contribution by head (``split="attn_mlp"`` only).
@@ -197,17 +228,77 @@ def decompose_residual(
         >>> torch.allclose(parts.components.sum(0), parts.residual, atol=1e-4)
         True
     """
-    cache = _run(model, prompts, position, split, per_head)
-    return _decompose(model, cache, split, per_head)
+    cache, per_prompt = _run(model, prompts, position, split, per_head)
+    return _unflatten_parts(_decompose(model, cache, split, per_head), per_prompt)
 
 
-def _run(model: StandardizedTransformer, prompts: Any, position: int, split: str, per_head: bool) -> ActivationCache:
+def _prompt_count(prompts: Any) -> int | None:
+    if isinstance(prompts, str):
+        return 1
+    if isinstance(prompts, (list, tuple)):
+        return len(prompts)
+    return None
+
+
+def _cache_positions(position: Any, prompts: Any) -> tuple[Any, int | None]:
+    """``position`` as `cache_activations` positions, and the number of positions per prompt
+    when they come as one list per prompt (``None``: one position per prompt)."""
+    if isinstance(position, torch.Tensor) and position.dim() <= 1:
+        position = position.tolist()
+    if isinstance(position, bool):
+        raise InvalidInputError(f"position must be an int, one int per prompt or one list per prompt, got {position!r}")
+    if isinstance(position, int):
+        return position, None
+    if is_per_prompt(position):
+        lengths = [len(row) for row in position]
+        if len(set(lengths)) != 1:
+            raise InvalidInputError(
+                f"position gives prompts different numbers of positions ({lengths}): give every prompt the same number."
+            )
+        return position, lengths[0]
+    one_each = as_position_list(position, "position")
+    count = _prompt_count(prompts)
+    if count is not None and len(one_each) != count:
+        raise InvalidInputError(
+            f"position gives {len(one_each)} positions for {count} prompts: give one int (every "
+            "prompt), one int per prompt, or one list of positions per prompt."
+        )
+    return [[value] for value in one_each], None
+
+
+def _flatten(cache: ActivationCache) -> ActivationCache:
+    """(batch, n, ...) values as (batch * n, ...) rows."""
+    return ActivationCache(cache.num_layers, {key: value.flatten(0, 1) for key, value in cache.items()})
+
+
+def _unflatten(value: torch.Tensor | None, dim: int, per_prompt: int | None) -> Any:
+    if value is None or per_prompt is None:
+        return value
+    return value.unflatten(dim, (-1, per_prompt))
+
+
+def _unflatten_parts(parts: ResidualDecomposition, per_prompt: int | None) -> ResidualDecomposition:
+    if per_prompt is None:
+        return parts
+    return replace(
+        parts,
+        components=_unflatten(parts.components, 1, per_prompt),
+        residual=_unflatten(parts.residual, 0, per_prompt),
+        head_components=_unflatten(parts.head_components, 2, per_prompt),
+        attention_biases=_unflatten(parts.attention_biases, 1, per_prompt),
+    )
+
+
+def _run(
+    model: StandardizedTransformer, prompts: Any, position: Any, split: str, per_head: bool
+) -> tuple[ActivationCache, int | None]:
+    """The cache the decomposition needs, as rows (one per prompt and position), and the
+    number of positions per prompt when several (``None``: one)."""
     if split not in SPLITS:
         raise InvalidInputError(f"split must be one of {list(SPLITS)}, got {split!r}")
     if per_head and split != "attn_mlp":
         raise InvalidInputError("per_head=True needs split='attn_mlp' (heads split the attention outputs)")
-    if not isinstance(position, int) or isinstance(position, bool):
-        raise InvalidInputError(f"position must be one int, got {position!r}")
+    positions, per_prompt = _cache_positions(position, prompts)
     if split == "attn_mlp":
         structure = model.layer_structure
         reasons = {
@@ -226,7 +317,8 @@ def _run(model: StandardizedTransformer, prompts: Any, position: int, split: str
             )
     if per_head and not model.attention_layers:
         raise UnavailableComponentError(f"{model.spec.name}: per_head=True needs softmax-attention layers; this model has none.")
-    return cache_activations(model, prompts, _sites(model, split, per_head), positions=position, dtype=torch.float32)
+    cache = cache_activations(model, prompts, _sites(model, split, per_head), positions=positions, dtype=torch.float32)
+    return (cache, None) if isinstance(positions, int) else (_flatten(cache), per_prompt)
 
 
 def _decompose(
@@ -392,6 +484,10 @@ def freeze_final_norm(model: StandardizedTransformer, residual: torch.Tensor) ->
     """The final norm as an affine map, its scale frozen at ``residual`` (batch, hidden)
     (see `freeze_norm`); the identity map when the model has no final norm.
 
+    ``frozen.apply(c) + frozen.offset`` is what the final norm outputs for the residual;
+    ``frozen.apply(c)`` of each component ``c`` of it is that component's share (the shares sum
+    to the output minus ``offset``). Use it to attribute to any direction or readout.
+
     Raises:
         UnavailableComponentError: the final norm is not of the form ``gamma * P(x) / s + beta``.
 
@@ -439,18 +535,49 @@ def _token_rows(tokens: TokenIds, batch: int, vocab: int, name: str) -> torch.Te
     return ids
 
 
+def _direction_rows(direction: Any, prompts: int, per_prompt: int | None, hidden: int) -> torch.Tensor:
+    """``direction`` ((hidden,) or (prompts, hidden)) as one float32 row per attributed row."""
+    if not isinstance(direction, torch.Tensor):
+        try:
+            direction = torch.as_tensor(direction)
+        except Exception as error:
+            raise InvalidInputError(f"direction must be a tensor, got {type(direction).__name__}") from error
+    if direction.is_complex() or direction.dim() not in (1, 2) or direction.shape[-1] != hidden:
+        raise InvalidInputError(
+            f"direction has shape {tuple(direction.shape)}: give a ({hidden},) vector or one per "
+            f"prompt, ({prompts}, {hidden}) (the residual stream is {hidden} wide)."
+        )
+    if direction.dim() == 2 and direction.shape[0] != prompts:
+        raise InvalidInputError(
+            f"direction has {direction.shape[0]} rows for {prompts} prompts: give one ({hidden},) "
+            f"vector, or one per prompt ({prompts}, {hidden})."
+        )
+    require_finite(direction, "direction")
+    rows = direction.detach().float().cpu()
+    if rows.dim() == 1:
+        return rows.expand(prompts * (per_prompt or 1), -1)
+    return rows.repeat_interleave(per_prompt or 1, dim=0)
+
+
+def _per_prompt_ids(tokens: TokenIds, prompts: int, per_prompt: int | None, vocab: int, name: str) -> torch.Tensor:
+    return _token_rows(tokens, prompts, vocab, name).repeat_interleave(per_prompt or 1)
+
+
 @torch.no_grad()
 def logit_attribution(
     model: StandardizedTransformer,
     prompts: Any,
-    target: TokenIds,
+    target: TokenIds | None = None,
     baseline: TokenIds | None = None,
     *,
-    position: int = -1,
+    direction: Any = None,
+    apply_final_norm: bool = True,
+    position: PositionArg = -1,
     split: str = "attn_mlp",
     per_head: bool = False,
 ) -> LogitAttribution:
-    """Direct logit attribution: each component's share of a logit or logit difference.
+    """Direct logit attribution: each component's share of a logit, a logit difference, or
+    the projection on a direction.
 
     See the module docstring for the method (final norm frozen at the real residual stream).
 
@@ -459,56 +586,93 @@ def logit_attribution(
         prompts: a prompt or a list (left-padded batch).
         target: the token id whose logit is attributed, or one per prompt.
         baseline: if given, attribute ``logit[target] - logit[baseline]`` instead.
-        position: the position, counted per prompt (``-1``: last token).
+        direction: instead of ``target``: a (hidden,) vector, or one per prompt (batch,
+            hidden); attributes ``final_norm(residual) . direction``.
+        apply_final_norm: with ``direction``: ``False`` attributes ``residual . direction`` on
+            the raw residual stream (no final norm, no bias term).
+        position: counted per prompt (``-1``: last token): one int for every prompt, one int
+            per prompt (``[4, 6]``), or one list per prompt (``[[2, -1], [3, -1]]``, equal
+            lengths; every result then has a position dimension after the batch).
         split: ``"attn_mlp"`` or ``"layer"`` (see `decompose_residual`).
         per_head: also attribute each attention head.
 
     Returns:
         A `LogitAttribution` (float32, CPU); ``total`` equals the model's logit (difference):
-        ``contributions.sum(-1) + bias`` (through the soft-cap of models that cap logits).
+        ``contributions.sum(-1) + bias`` (through the soft-cap of models that cap logits), or
+        for a direction the real final norm output (or residual) dotted with it.
+
+    Raises:
+        InvalidInputError: neither or both of ``target`` and ``direction``; a ``baseline``
+            with a direction; a direction of the wrong shape or holding NaN/inf; bad token
+            ids or positions.
 
     Example:
         >>> dla = logit_attribution(model, ["The capital of France is"], paris_id, london_id)
         >>> best = dla.labels[int(dla.contributions[0].argmax())]
+        >>> along = logit_attribution(model, prompts, direction=probe, position=[5, 7])
+        >>> raw = logit_attribution(model, prompts, direction=probe, apply_final_norm=False)
     """
-    cache = _run(model, prompts, position, split, per_head)
+    if (target is None) == (direction is None):
+        raise InvalidInputError("give either target (token ids) or direction (a hidden-size vector), not both or neither.")
+    if direction is not None and baseline is not None:
+        raise InvalidInputError("baseline applies to token ids; for a direction, attribute the difference of two directions.")
+    if direction is None and not apply_final_norm:
+        raise InvalidInputError("apply_final_norm=False applies to a direction: logits always go through the final norm.")
+    cache, per_prompt = _run(model, prompts, position, split, per_head)
     parts = _decompose(model, cache, split, per_head)
-    batch = parts.residual.shape[0]
-    vocab = model.vocab_size
-    target_ids = _token_rows(target, batch, vocab, "target")
-    baseline_ids = None if baseline is None else _token_rows(baseline, batch, vocab, "baseline")
+    rows = parts.residual.shape[0]
+    prompt_count = rows // (per_prompt or 1)
     frozen = freeze_final_norm(model, parts.residual)
+
+    if direction is not None:
+        vectors = _direction_rows(direction, prompt_count, per_prompt, parts.residual.shape[-1])
+        if apply_final_norm:
+            along = _LinearReadout(lambda c: (frozen.apply(c) * vectors).sum(-1), (frozen.offset * vectors).sum(-1))
+            normed = _final_norm_output(model, parts.residual)
+        else:
+            along = _LinearReadout(lambda c: (c * vectors).sum(-1), torch.zeros(rows))
+            normed = parts.residual
+        contributions, bias, heads, head_bias = along.attribute(parts)
+        result = LogitAttribution(
+            labels=parts.labels,
+            contributions=contributions,
+            bias=bias,
+            total=contributions.sum(-1) + bias,
+            logits=(normed * vectors).sum(-1),
+            head_contributions=heads,
+            attention_bias_contributions=head_bias,
+            head_layers=parts.head_layers,
+        )
+        return _unflatten_attribution(result, per_prompt)
+
+    vocab = model.vocab_size
+    target_ids = _per_prompt_ids(target, prompt_count, per_prompt, vocab, "target")  # type: ignore[arg-type]
+    baseline_ids = None if baseline is None else _per_prompt_ids(baseline, prompt_count, per_prompt, vocab, "baseline")
     factor, capping = linear_logit_scale(model.spec, model._module.config)
     config = model._module.config
 
     def attribute(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any, Any]:
         direction, unembed_bias = _unembedding(model, tokens)
-
-        def logit_of(component: torch.Tensor) -> torch.Tensor:
-            # (..., batch, hidden) -> (..., batch), in the units of the logits before any soft-cap
-            return (frozen.apply(component) * direction).sum(-1) * factor
-
-        contributions = logit_of(parts.components).T
-        bias = ((frozen.offset * direction).sum(-1) + unembed_bias) * factor
+        readout = _LinearReadout(
+            # (..., rows, hidden) -> (..., rows), in the units of the logits before any soft-cap
+            lambda c: (frozen.apply(c) * direction).sum(-1) * factor,
+            ((frozen.offset * direction).sum(-1) + unembed_bias) * factor,
+        )
+        contributions, bias, heads, head_bias = readout.attribute(parts)
         total = apply_logit_steps(contributions.sum(-1) + bias, capping, config)
-        heads = head_bias = None
-        if parts.head_components is not None and parts.attention_biases is not None:
-            # (layers, heads, batch) -> (batch, layers, heads)
-            heads = logit_of(parts.head_components).permute(2, 0, 1)
-            head_bias = logit_of(parts.attention_biases).T
         return contributions, bias, total, heads, head_bias
 
     contributions, bias, total, head_contributions, bias_contributions = attribute(target_ids)
     logits = cache["logits"]
-    rows = torch.arange(batch)
-    model_logit = logits[rows, target_ids]
+    row_index = torch.arange(rows)
+    model_logit = logits[row_index, target_ids]
     if baseline_ids is not None:
         base = attribute(baseline_ids)
         contributions, bias, total = contributions - base[0], bias - base[1], total - base[2]
         if head_contributions is not None:
             head_contributions, bias_contributions = head_contributions - base[3], bias_contributions - base[4]
-        model_logit = model_logit - logits[rows, baseline_ids]
-    return LogitAttribution(
+        model_logit = model_logit - logits[row_index, baseline_ids]
+    result = LogitAttribution(
         labels=parts.labels,
         contributions=contributions,
         bias=bias,
@@ -518,3 +682,59 @@ def logit_attribution(
         attention_bias_contributions=bias_contributions,
         head_layers=parts.head_layers,
     )
+    return _unflatten_attribution(result, per_prompt)
+
+
+@dataclass(frozen=True)
+class _LinearReadout:
+    """A linear map of (..., rows, hidden) components to (..., rows) values, plus a bias (rows,)."""
+
+    of: Any
+    bias: torch.Tensor
+
+    def attribute(self, parts: ResidualDecomposition) -> tuple[torch.Tensor, torch.Tensor, Any, Any]:
+        """(contributions (rows, components), bias, heads (rows, layers, heads), head biases)."""
+        contributions = self.of(parts.components).T
+        heads = head_bias = None
+        if parts.head_components is not None and parts.attention_biases is not None:
+            # (layers, heads, rows) -> (rows, layers, heads)
+            heads = self.of(parts.head_components).permute(2, 0, 1)
+            head_bias = self.of(parts.attention_biases).T
+        return contributions, self.bias, heads, head_bias
+
+
+def _final_norm_output(model: StandardizedTransformer, residual: torch.Tensor) -> torch.Tensor:
+    """What the model's final norm module outputs for ``residual`` (float32 CPU)."""
+    norm = _submodule(model, "ln_final")
+    if norm is None:
+        return residual
+    parameter = next(norm.parameters(), None)
+    moved = residual if parameter is None else residual.to(device=parameter.device, dtype=parameter.dtype)
+    return norm(moved).float().cpu()
+
+
+def _unflatten_attribution(result: LogitAttribution, per_prompt: int | None) -> LogitAttribution:
+    if per_prompt is None:
+        return result
+    return replace(
+        result,
+        contributions=_unflatten(result.contributions, 0, per_prompt),
+        bias=_unflatten(result.bias.expand(result.contributions.shape[0]), 0, per_prompt),
+        total=_unflatten(result.total, 0, per_prompt),
+        logits=_unflatten(result.logits, 0, per_prompt),
+        head_contributions=_unflatten(result.head_contributions, 0, per_prompt),
+        attention_bias_contributions=_unflatten(result.attention_bias_contributions, 0, per_prompt),
+    )
+
+
+__all__ = [
+    "SPLITS",
+    "FrozenNorm",
+    "LogitAttribution",
+    "ResidualDecomposition",
+    "attention_head_shares",
+    "decompose_residual",
+    "freeze_final_norm",
+    "freeze_norm",
+    "logit_attribution",
+]

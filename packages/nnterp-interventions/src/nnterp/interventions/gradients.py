@@ -36,9 +36,11 @@ from nnterp.cache import (
     select_positions,
     trace_attention_mask,
 )
+from nnterp.errors import InvalidInputError
 from nnterp.heads import HEAD_SITES
 from nnterp.inputs import check_prompts
 from nnterp.interventions.metrics import Metric, require_scalar
+from nnterp.sites import site_info
 from nnterp.tracing import remote_options
 
 if TYPE_CHECKING:
@@ -78,12 +80,23 @@ def activations_only_autograd(model: StandardizedTransformer) -> Iterator[None]:
             parameter.requires_grad_(True)
 
 
-def _raw_and_view(model: StandardizedTransformer, site: Site) -> tuple[Any, Any]:
-    """(the tensor the forward uses at ``site``, a function making the site's view of it)."""
+def _raw_and_view(model: StandardizedTransformer, site: Site) -> tuple[Any, Any, Any]:
+    """(the tensor the forward uses at ``site``, a function making the site's view of it, and
+    the site's value when it is computed from the forward rather than that tensor's view)."""
+    info = site_info(site.name)
+    if not info.writable:
+        raise InvalidInputError(
+            f"{site.key} is computed from the forward (read-only), so it has no gradient of its own: "
+            "take the gradient of the site it is computed from (e.g. the norm's input)."
+        )
+    accessor = getattr(model, site.name)
+    if hasattr(accessor, "gradient_source"):  # computed per-head values (heads_result)
+        value = accessor[site.layer]
+        raw, spread = accessor.gradient_source(site.layer)
+        return raw, spread, value
     if site.name in HEAD_SITES:
-        accessor = getattr(model, site.name)
-        return accessor.raw(site.layer), accessor.to_heads
-    return read_site(model, site), None
+        return accessor.raw(site.layer), accessor.to_heads, None
+    return read_site(model, site), None, None
 
 
 def compute_gradients(
@@ -133,6 +146,7 @@ def compute_gradients(
     squeeze = isinstance(positions, int)
     raws: list[Any] = []
     views: list[Any] = []
+    values: list[Any] = []
     gradients: list[torch.Tensor] = []
     activations: list[torch.Tensor] = []
     # Nested, not one `with`: NNsight runs the body of the trace block itself.
@@ -143,11 +157,12 @@ def compute_gradients(
             model.token_embeddings = leaf
             for site in wanted:
                 if site.name == "token_embeddings":
-                    raw, view = leaf, None
+                    raw, view, computed = leaf, None, None
                 else:
-                    raw, view = _raw_and_view(model, site)
+                    raw, view, computed = _raw_and_view(model, site)
                 raws.append(raw)
                 views.append(view)
+                values.append(computed)
             value = require_scalar(metric(model.logits), "compute_gradients")
             metric_value = nnsight.save(value.detach().float().cpu())
             by_tensor: dict[int, torch.Tensor] = {}
@@ -160,13 +175,16 @@ def compute_gradients(
                 for index in range(len(raws)):
                     gradients.append(nnsight.save(by_tensor[id(raws[index])]))
             for index in range(len(raws)):
-                activations.append(nnsight.save(raws[index].detach()))
+                source = raws[index] if values[index] is None else values[index]
+                activations.append(nnsight.save(source.detach()))
     grads = ActivationCache(model.num_layers)
     acts = ActivationCache(model.num_layers)
-    for site, view, gradient, activation in zip(wanted, views, gradients, activations):
+    for site, view, computed, gradient, activation in zip(wanted, views, values, gradients, activations):
         dim = position_dim(site)
         if view is not None:
-            gradient, activation = view(gradient), view(activation)
+            gradient = view(gradient)
+            if computed is None:
+                activation = view(activation)
         grads[site.key] = _finish(select_positions(gradient, columns, dim, squeeze), device)
         if return_activations:
             acts[site.key] = _finish(select_positions(activation, columns, dim, squeeze), device)
