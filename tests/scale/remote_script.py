@@ -8,6 +8,7 @@ Prints one line per function: ``<name> equal <requests>`` / ``<name> differ <req
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 import warnings
@@ -22,6 +23,21 @@ from nnterp.interventions.patchscope import patchscope_generate  # noqa: E402
 from nnterp.interventions.gradients import compute_gradients  # noqa: E402
 from nnterp.interventions.metrics import token_logit  # noqa: E402
 from nnterp.prompt_utils import Prompt, next_token_probs, run_prompts  # noqa: E402
+from nnterp.cache import cache_activations  # noqa: E402
+from nnterp.interventions import (  # noqa: E402
+    accumulated_resid,
+    activation_patching,
+    attention_pattern_patching,
+    attribution_patching,
+    decompose_residual,
+    evaluate_metric,
+    every_block_patching,
+    head_patching,
+    logit_attribution,
+    path_patching,
+    path_patching_heads,
+    run_with_patches,
+)
 from nnterp.testing import tiny_model, tiny_tokenizer  # noqa: E402
 
 from nnsight.intervention.backends.local import LocalSimulationBackend  # noqa: E402
@@ -37,7 +53,7 @@ def _counted(self, tracer):
 
 LocalSimulationBackend.__call__ = _counted  # count the simulated remote requests
 
-model = StandardizedTransformer(tiny_model("llama"), tiny_tokenizer())
+model = StandardizedTransformer(tiny_model("llama"), tiny_tokenizer(), enable_attention_probs=True)
 PROMPTS = ["Hello world", "The cat sat on the mat"]
 vector = torch.randn(model.hidden_size, generator=torch.Generator().manual_seed(0))
 
@@ -82,12 +98,39 @@ CALLS = {
     ),
 }
 
+CLEAN, CORRUPTED = ["The cat sat on the mat"], ["The dog sat on the mat"]
+assert len(model.tokenizer(CLEAN[0])["input_ids"]) == len(model.tokenizer(CORRUPTED[0])["input_ids"])
+metric = token_logit(5)
+CALLS.update({
+    "cache_activations": lambda remote: dict(cache_activations(model, PROMPTS, ["layers_output", "logits"], remote=remote)),
+    "evaluate_metric": lambda remote: evaluate_metric(model, PROMPTS, metric, remote=remote),
+    "run_with_patches": lambda remote: run_with_patches(
+        model, CORRUPTED, {"layers_output.0": torch.zeros(1, len(model.tokenizer(CORRUPTED[0])["input_ids"]), model.hidden_size)},
+        metric, remote=remote,
+    ),
+    "activation_patching": lambda remote: activation_patching(model, CLEAN, CORRUPTED, metric, remote=remote),
+    "head_patching": lambda remote: head_patching(model, CLEAN, CORRUPTED, metric, remote=remote),
+    "attention_pattern_patching": lambda remote: attention_pattern_patching(model, CLEAN, CORRUPTED, metric, remote=remote),
+    "attribution_patching": lambda remote: attribution_patching(model, CLEAN, CORRUPTED, metric, remote=remote),
+    "every_block_patching": lambda remote: every_block_patching(model, CLEAN, CORRUPTED, metric, remote=remote).as_dict(),
+    "path_patching": lambda remote: path_patching(
+        model, CLEAN, CORRUPTED, metric, sender=(0, 1), receivers="logits", remote=remote
+    ),
+    "path_patching_heads": lambda remote: path_patching_heads(model, CLEAN, CORRUPTED, metric, receivers="logits", remote=remote),
+    "decompose_residual": lambda remote: decompose_residual(model, PROMPTS, remote=remote).components,
+    "logit_attribution": lambda remote: logit_attribution(model, PROMPTS, 5, remote=remote).contributions,
+    "accumulated_resid": lambda remote: accumulated_resid(model, PROMPTS, positions=-1, remote=remote),
+})
+
 for extra in sys.argv[1:]:  # further calls, defined in a module's CALLS dict: module:attribute
     module_name, attribute = extra.split(":")
     module = __import__(module_name, fromlist=[attribute])
     CALLS.update(getattr(module, attribute)(model, PROMPTS))
 
+only = [name for name in os.environ.get("NNTERP_REMOTE_ONLY", "").split(",") if name]
 for name, call in CALLS.items():
+    if only and name not in only:
+        continue
     try:
         local = call(None)
         requests[0] = 0

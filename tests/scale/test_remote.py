@@ -14,7 +14,9 @@ EXPECTED = {
     "logit_lens", "patchscope_lens", "patchscope_generate", "get_token_activations",
     "collect_token_activations_batched", "collect_last_token_activations_session",
     "compute_next_token_probs", "next_token_probs", "steer_generate", "generate_with", "run_prompts",
-    "compute_gradients",
+    "compute_gradients", "cache_activations", "evaluate_metric", "run_with_patches", "activation_patching",
+    "head_patching", "attention_pattern_patching", "attribution_patching", "every_block_patching",
+    "path_patching", "path_patching_heads", "decompose_residual", "logit_attribution", "accumulated_resid",
 }
 
 

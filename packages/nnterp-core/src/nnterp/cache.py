@@ -41,7 +41,7 @@ from nnterp.errors import InvalidInputError, LayerIndexError
 from nnterp.inputs import check_prompts, normalize_index
 from nnterp.positions import absolute_positions, as_position_list, traced_attention_mask
 from nnterp.sites import FIRST_SITES, LAST_SITES, LAYER_SITES, SITES, site_info
-from nnterp.tracing import free_stopped_forward, single_forward_options
+from nnterp.tracing import free_stopped_forward, single_forward_options, remote_aware
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
@@ -457,6 +457,7 @@ class ActivationCache(dict[str, torch.Tensor]):
 
 
 @torch.no_grad()
+@remote_aware
 def cache_activations(
     model: StandardizedTransformer,
     prompts: Any,
@@ -465,6 +466,7 @@ def cache_activations(
     positions: Positions = None,
     device: str | torch.device | None = "cpu",
     dtype: torch.dtype | None = None,
+    remote: bool | str | None = None,
     **trace_kwargs: Any,
 ) -> ActivationCache:
     """Run ``prompts`` once and return the activations at ``sites`` as tensors.
@@ -484,6 +486,8 @@ def cache_activations(
         device: where to put each tensor (``None``: leave it where the model computed it).
         dtype: cast to this dtype (``None``: keep the model's).
         **trace_kwargs: passed to ``model.trace``.
+        remote: run on NDIF (``True``) or NNsight's local simulation of it (``"local"``), every
+            trace of the call; default: the model's own setting.
 
     Returns:
         `ActivationCache` mapping each site's canonical name to a tensor, detached: shapes

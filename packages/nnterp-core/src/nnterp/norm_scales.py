@@ -30,7 +30,6 @@ Example:
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -142,23 +141,26 @@ def _fits(
     return gap <= tolerance * max(float(out.abs().max()), 1.0)
 
 
-_FORMS: weakref.WeakKeyDictionary[torch.nn.Module, NormForm | str] = (
-    weakref.WeakKeyDictionary()
-)
+def model_forms(model: StandardizedTransformer) -> dict[str, NormForm | str]:
+    """The forms already probed on ``model``, by the norm's path. Kept on the model (a plain dict,
+    so a remote trace can serialize the model's accessors with it)."""
+    forms: dict[str, NormForm | str] = model.__dict__.setdefault("_nnterp_norm_forms", {})
+    return forms
 
 
 def norm_form(
-    module: torch.nn.Module, width: int, config: Any, where: str
+    module: torch.nn.Module, width: int, config: Any, where: str, known: dict[str, NormForm | str] | None = None
 ) -> NormForm | str:
     """The `NormForm` of ``module`` (a norm over ``width`` channels), or why it has none.
+
+    ``known`` caches results by ``where`` (the norm's path), see `model_forms`.
 
     Example:
         >>> norm_form(torch.nn.LayerNorm(8), 8, None, "ln_final")
         NormForm(kind='layer', eps=1e-05)
     """
-    known = _FORMS.get(module)
-    if known is not None:
-        return known
+    if known is not None and where in known:
+        return known[where]
     name = type(module).__name__
     eps = _eps_of(module, config)
     result: NormForm | str
@@ -186,7 +188,8 @@ def norm_form(
             if fits:
                 result = form
                 break
-    _FORMS[module] = result
+    if known is not None:
+        known[where] = result
     return result
 
 
@@ -235,6 +238,7 @@ class NormScaleAccessor(_PerLayerView):
             self._model.hidden_size,
             self._model._module.config,
             f"layers[{layer}].{path}",
+            model_forms(self._model),
         )
 
     def unavailable(self, layer: int) -> str | None:
@@ -314,6 +318,7 @@ def final_form(model: StandardizedTransformer) -> NormForm | str:
         model.hidden_size,
         model._module.config,
         "ln_final",
+        model_forms(model),
     )
 
 

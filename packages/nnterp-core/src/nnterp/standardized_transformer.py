@@ -810,12 +810,19 @@ class StandardizedTransformer(TransformersModel):
             >>> with model.trace(torch.tensor([[464, 3139, 286]])):
             ...     logits = model.logits.save()                 # (1, 3, vocab)
         """
+        inputs, kwargs = self._processed_media(inputs, kwargs)
         if inputs:
             input_checks.check_prompts(self, inputs[0])
         if isinstance(kwargs.get("input_ids"), torch.Tensor):
             input_checks.check_prompts(self, kwargs["input_ids"], "input_ids")
-        if self.remote and "remote" not in kwargs:
-            kwargs["remote"] = True
+        if "remote" not in kwargs:
+            from nnterp.tracing import current_remote
+
+            override = current_remote()  # an nnterp function's remote= (`nnterp.tracing.remote_runs`)
+            if override:
+                kwargs["remote"] = override
+            elif self.remote:
+                kwargs["remote"] = True
         if kwargs.get("remote"):
             _ship_nnterp_by_value()
         # Imported here: remote traces ship this method by value, and these hold locks.

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import gc
-from typing import TYPE_CHECKING, Any
+import inspect
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
@@ -64,3 +69,61 @@ def remote_options(remote: Any) -> dict[str, Any]:
     if remote is True or remote == "local":
         return {"remote": remote}
     raise InvalidInputError(f"remote must be True, False, None or 'local', got {remote!r}")
+
+
+_REMOTE = threading.local()
+
+
+@contextlib.contextmanager
+def remote_runs(remote: Any) -> Iterator[None]:
+    """Within the block, every trace of a `StandardizedTransformer` that names no ``remote=`` of
+    its own runs with ``remote`` (see `remote_options`); ``None``/``False`` change nothing.
+
+    This is how an nnterp function's ``remote=`` reaches every trace the function runs (its
+    collection, its patched runs, ...). Thread-local.
+
+    Example:
+        >>> with remote_runs("local"):
+        ...     grid = activation_patching(model, clean, corrupted, metric)   # simulated remote runs
+    """
+    options = remote_options(remote)
+    if not options:
+        yield
+        return
+    previous = getattr(_REMOTE, "value", None)
+    _REMOTE.value = options["remote"]
+    try:
+        yield
+    finally:
+        _REMOTE.value = previous
+
+
+def current_remote() -> Any:
+    """The ``remote`` that `remote_runs` set for this thread, or ``None``."""
+    return getattr(_REMOTE, "value", None)
+
+
+_Function = TypeVar("_Function", bound=Callable[..., Any])
+
+
+def remote_aware(function: _Function) -> _Function:
+    """Decorate an nnterp function with a ``remote`` parameter so that every trace it runs uses
+    it (`remote_runs`); the function itself never reads the parameter.
+
+    Example:
+        >>> @remote_aware
+        ... def lens(model, prompts, remote=None):
+        ...     with model.trace(prompts):        # remote=remote applies here
+        ...         ...
+    """
+    signature = inspect.signature(function)
+    if "remote" not in signature.parameters:
+        raise TypeError(f"{function.__qualname__} has no remote parameter")
+
+    @functools.wraps(function)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        remote = signature.bind_partial(*args, **kwargs).arguments.get("remote")
+        with remote_runs(remote):
+            return function(*args, **kwargs)
+
+    return cast(_Function, run)

@@ -32,11 +32,13 @@ from nnterp.inputs import index_list, prompt_list
 from nnterp.interventions.gradients import compute_gradients
 from nnterp.interventions.metrics import Metric
 from nnterp.interventions.patching import aligned_length, patch_geometry, patch_layers
+from nnterp.tracing import remote_aware
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
 
 
+@remote_aware
 def attribution_patching(
     model: StandardizedTransformer,
     clean: str | Sequence[str],
@@ -48,6 +50,7 @@ def attribution_patching(
     positions: int | Sequence[int] | None = None,
     heads: int | Sequence[int] | None = None,
     by_position: bool = False,
+    remote: bool | str | None = None,
 ) -> torch.Tensor:
     """The linear estimate of `activation_patching`'s grid, from one backward pass.
 
@@ -61,6 +64,8 @@ def attribution_patching(
             (per-head sites); default all.
         heads: heads (per-head sites; default all of the site's heads).
         by_position: per-head sites: one cell per (position, head).
+        remote: run on NDIF (``True``) or NNsight's local simulation of it (``"local"``), every
+            trace of the call; default: the model's own setting.
 
     Returns:
         float32 CPU tensor shaped like `activation_patching`'s result for the same

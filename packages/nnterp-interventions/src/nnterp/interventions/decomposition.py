@@ -72,6 +72,7 @@ from nnterp.inputs import require_finite
 from nnterp.interventions.metrics import TokenIds
 from nnterp.positions import as_position_list
 from nnterp.unembedding import apply_logit_steps, linear_logit_scale
+from nnterp.tracing import remote_aware
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
@@ -196,6 +197,7 @@ def _sites(model: StandardizedTransformer, split: str, per_head: bool) -> list[s
 
 
 @torch.no_grad()
+@remote_aware
 def decompose_residual(
     model: StandardizedTransformer,
     prompts: Any,
@@ -203,6 +205,7 @@ def decompose_residual(
     position: PositionArg = -1,
     split: str = "attn_mlp",
     per_head: bool = False,
+    remote: bool | str | None = None,
 ) -> ResidualDecomposition:
     """Split the final residual stream at ``position`` into what each component wrote.
 
@@ -214,6 +217,8 @@ def decompose_residual(
         split: ``"attn_mlp"`` (embeddings, then each layer's mixer and MLP contributions) or
             ``"layer"`` (embeddings, then each layer's whole update).
         per_head: also split each attention contribution by head (``split="attn_mlp"`` only).
+        remote: run on NDIF (``True``) or NNsight's local simulation of it (``"local"``), every
+            trace of the call; default: the model's own setting.
 
     Returns:
         A `ResidualDecomposition` (float32, CPU).
@@ -564,6 +569,7 @@ def _per_prompt_ids(tokens: TokenIds, prompts: int, per_prompt: int | None, voca
 
 
 @torch.no_grad()
+@remote_aware
 def logit_attribution(
     model: StandardizedTransformer,
     prompts: Any,
@@ -575,6 +581,7 @@ def logit_attribution(
     position: PositionArg = -1,
     split: str = "attn_mlp",
     per_head: bool = False,
+    remote: bool | str | None = None,
 ) -> LogitAttribution:
     """Direct logit attribution: each component's share of a logit, a logit difference, or
     the projection on a direction.
@@ -595,6 +602,8 @@ def logit_attribution(
             lengths; every result then has a position dimension after the batch).
         split: ``"attn_mlp"`` or ``"layer"`` (see `decompose_residual`).
         per_head: also attribute each attention head.
+        remote: run on NDIF (``True``) or NNsight's local simulation of it (``"local"``), every
+            trace of the call; default: the model's own setting.
 
     Returns:
         A `LogitAttribution` (float32, CPU); ``total`` equals the model's logit (difference):

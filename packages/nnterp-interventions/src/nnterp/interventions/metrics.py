@@ -20,6 +20,7 @@ from nnterp import positions as nnterp_positions
 from nnterp.errors import InvalidInputError
 from nnterp.inputs import token_ids
 from nnterp.positions import absolute_positions, as_position_list
+from nnterp.tracing import remote_aware
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
@@ -154,8 +155,14 @@ def require_scalar(value: Any, where: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate_metric(model: StandardizedTransformer, prompts: Any, metric: Metric) -> torch.Tensor:
+@remote_aware
+def evaluate_metric(
+    model: StandardizedTransformer, prompts: Any, metric: Metric, remote: bool | str | None = None
+) -> torch.Tensor:
     """``metric`` of the model's logits on ``prompts``: a 0-dim float32 CPU tensor.
+
+    ``remote``: run on NDIF (``True``) or NNsight's local simulation of it (``"local"``); default:
+    the model's own setting.
 
     Example:
         >>> clean = evaluate_metric(model, clean_prompts, metric)

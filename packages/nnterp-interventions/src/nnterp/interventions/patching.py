@@ -51,6 +51,7 @@ from nnterp.heads import attention_layout
 from nnterp.inputs import check_prompts, index_list, layer_indices, prompt_list
 from nnterp.interventions.metrics import Metric, require_scalar
 from nnterp.sites import SITES, site_info
+from nnterp.tracing import remote_aware
 from tqdm.auto import tqdm
 
 if TYPE_CHECKING:
@@ -227,11 +228,13 @@ def patch_layers(model: StandardizedTransformer, site: str, layers: int | Sequen
 
 
 @torch.no_grad()
+@remote_aware
 def run_with_patches(
     model: StandardizedTransformer,
     prompts: Any,
     patches: Mapping[str, torch.Tensor],
     metric: Metric | None = None,
+    remote: bool | str | None = None,
 ) -> torch.Tensor:
     """Run ``prompts`` with the activations at some sites replaced by given tensors.
 
@@ -241,6 +244,8 @@ def run_with_patches(
         patches: ``{site: value}``, e.g. ``{"layers_output.3": clean_h3}``; each value has
             the accessor's full shape for this batch.
         metric: if given, return ``metric(logits)`` instead of the logits.
+        remote: run on NDIF (``True``) or NNsight's local simulation of it (``"local"``), every
+            trace of the call; default: the model's own setting.
 
     Returns:
         The (batch, seq, vocab) logits, or the metric's 0-dim value (float32, CPU).
@@ -302,6 +307,7 @@ def _patched_metrics(
 
 
 @torch.no_grad()
+@remote_aware
 def activation_patching(
     model: StandardizedTransformer,
     clean: str | Sequence[str],
@@ -315,6 +321,7 @@ def activation_patching(
     by_position: bool = False,
     batch_size: int = 16,
     progress: bool = False,
+    remote: bool | str | None = None,
 ) -> torch.Tensor:
     """Patch clean activations into the corrupted run, one cell at a time; the metric grid.
 
@@ -339,6 +346,8 @@ def activation_patching(
         batch_size: patched runs per forward pass (the corrupted batch is repeated this many
             times, each copy patched at its own cell); lower it to save memory.
         progress: show a tqdm progress bar.
+        remote: run on NDIF (``True``) or NNsight's local simulation of it (``"local"``), every
+            trace of the call; default: the model's own setting.
 
     Returns:
         float32 CPU tensor: (len(layers), len(positions)) for sites without heads;
@@ -414,6 +423,7 @@ def patch_cells(
     return cells, (len(head_list),)
 
 
+@remote_aware
 def head_patching(
     model: StandardizedTransformer,
     clean: str | Sequence[str],
@@ -426,6 +436,7 @@ def head_patching(
     by_position: bool = False,
     batch_size: int = 16,
     progress: bool = False,
+    remote: bool | str | None = None,
 ) -> torch.Tensor:
     """`activation_patching` of each attention head's output (``site="heads_output"``).
 
@@ -453,6 +464,7 @@ def head_patching(
     )
 
 
+@remote_aware
 def attention_pattern_patching(
     model: StandardizedTransformer,
     clean: str | Sequence[str],
@@ -465,6 +477,7 @@ def attention_pattern_patching(
     by_position: bool = False,
     batch_size: int = 16,
     progress: bool = False,
+    remote: bool | str | None = None,
 ) -> torch.Tensor:
     """`activation_patching` of each head's attention pattern (``site="attention_probabilities"``).
 

@@ -61,7 +61,7 @@ from nnterp.interventions.patching import (
     patch_layers,
 )
 from nnterp.sites import SITES
-from nnterp.tracing import free_stopped_forward, single_forward_options
+from nnterp.tracing import free_stopped_forward, single_forward_options, remote_aware
 from tqdm.auto import tqdm
 
 if TYPE_CHECKING:
@@ -412,6 +412,7 @@ def _run(plan: _Plan, groups: list[list[Node]]) -> list[float]:
 
 
 @torch.no_grad()
+@remote_aware
 def path_patching(
     model: StandardizedTransformer,
     clean: str | Sequence[str],
@@ -423,6 +424,7 @@ def path_patching(
     positions: int | Sequence[int] | None = None,
     direction: str = "noising",
     freeze_mlps: bool = False,
+    remote: bool | str | None = None,
 ) -> torch.Tensor:
     """The metric after patching the path from ``sender`` to ``receivers`` (two-step algorithm
     of the module docstring).
@@ -440,6 +442,8 @@ def path_patching(
         direction: ``"noising"`` (run clean, sender from corrupted; the IOI convention) or
             ``"denoising"`` (run corrupted, sender from clean).
         freeze_mlps: also freeze every MLP contribution in step 1 (direct paths only).
+        remote: run on NDIF (``True``) or NNsight's local simulation of it (``"local"``), every
+            trace of the call; default: the model's own setting.
 
     Returns:
         The metric, a 0-dim float32 CPU tensor.
@@ -471,6 +475,7 @@ def path_patching(
 
 
 @torch.no_grad()
+@remote_aware
 def path_patching_heads(
     model: StandardizedTransformer,
     clean: str | Sequence[str],
@@ -485,6 +490,7 @@ def path_patching_heads(
     freeze_mlps: bool = False,
     batch_size: int = 16,
     progress: bool = False,
+    remote: bool | str | None = None,
 ) -> torch.Tensor:
     """`path_patching` from every head (each as the sender on its own) to ``receivers``.
 
@@ -495,6 +501,8 @@ def path_patching_heads(
         heads: sender heads (default all).
         batch_size: senders per batched forward pass.
         progress: show a tqdm progress bar.
+        remote: run on NDIF (``True``) or NNsight's local simulation of it (``"local"``), every
+            trace of the call; default: the model's own setting.
 
     Returns:
         float32 CPU tensor (len(layers), len(heads)): the metric with the path from that head

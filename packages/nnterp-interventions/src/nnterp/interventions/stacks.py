@@ -29,12 +29,14 @@ from nnterp.cache import Positions, cache_activations
 from nnterp.errors import InvalidInputError
 from nnterp.inputs import require_finite, require_hidden
 from nnterp.interventions.decomposition import _submodule, freeze_final_norm
+from nnterp.tracing import remote_aware
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
 
 
 @torch.no_grad()
+@remote_aware
 def accumulated_resid(
     model: StandardizedTransformer,
     prompts: Any,
@@ -43,6 +45,7 @@ def accumulated_resid(
     return_labels: bool = False,
     device: str | torch.device | None = "cpu",
     dtype: torch.dtype | None = torch.float32,
+    remote: bool | str | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, list[str]]:
     """The residual stream after each layer, stacked: (layers + 1, batch, [pos,] hidden).
 
@@ -59,6 +62,8 @@ def accumulated_resid(
         return_labels: also return the label of each element (``"layers_input.0"``,
             ``"layers_output.0"``, ...).
         device, dtype: of the returned stack (``None``: the model's).
+        remote: run on NDIF (``True``) or NNsight's local simulation of it (``"local"``), every
+            trace of the call; default: the model's own setting.
 
     Returns:
         The stack, or ``(stack, labels)``.

@@ -30,6 +30,7 @@ from nnterp.interventions.patching import (
     available_layers,
     site_kind,
 )
+from nnterp.tracing import remote_aware
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
@@ -68,6 +69,7 @@ class BlockPatching:
         return dict(zip(self.sites, (self.residual, self.attention, self.mlp)))
 
 
+@remote_aware
 def every_block_patching(
     model: StandardizedTransformer,
     clean: str | Sequence[str],
@@ -79,6 +81,7 @@ def every_block_patching(
     positions: int | Sequence[int] | None = None,
     batch_size: int = 16,
     progress: bool = False,
+    remote: bool | str | None = None,
 ) -> BlockPatching:
     """Activation patching of the residual stream, attention and MLP at every layer and position.
 
@@ -92,6 +95,8 @@ def every_block_patching(
         positions: positions to sweep (default all); negative indices count from the end.
         batch_size: patched runs per forward pass.
         progress: show progress bars.
+        remote: run on NDIF (``True``) or NNsight's local simulation of it (``"local"``), every
+            trace of the call; default: the model's own setting.
 
     Returns:
         A `BlockPatching` of three (len(layers), len(positions)) grids; NaN where a layer has
