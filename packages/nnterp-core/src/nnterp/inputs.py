@@ -37,9 +37,11 @@ def require_causal(model: torch.nn.Module) -> None:
     lineage = [klass.__name__ for klass in type(model).__mro__]
     looks_causal = any(n.endswith(("ForCausalLM", "LMHeadModel")) for n in lineage)
     if not looks_causal:
-        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        from transformers.models.auto import modeling_auto
 
-        causal_classes = {n for names in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
+        # Causal LMs, and vision-language models, whose language model predicts the next token.
+        mappings = (modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, modeling_auto.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)
+        causal_classes = {n for mapping in mappings for names in mapping.values()
                           for n in ([names] if isinstance(names, str) else names)}
         looks_causal = bool(causal_classes.intersection(lineage))
     if looks_causal:

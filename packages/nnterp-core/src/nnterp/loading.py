@@ -256,3 +256,72 @@ def tokenizer_without_prefix_space(tokenizer: Any) -> Any:
             return AutoTokenizer.from_pretrained(folder, add_prefix_space=False)
         except (OSError, ValueError, TypeError):
             return tokenizer
+
+
+def is_vision_language(config: Any) -> bool:
+    """Whether ``config`` describes a vision-language model (an image-text-to-text class whose
+    language model predicts the next token).
+
+    Example:
+        >>> is_vision_language(AutoConfig.from_pretrained("llava-hf/llava-1.5-7b-hf"))
+        True
+    """
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    return getattr(config, "vision_config", None) is not None and config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+
+def load_model_tokenizer_processor(
+    name_or_path: str,
+    *,
+    attn_implementation: str | None,
+    trust_remote_code: bool,
+    tokenizer: Any = None,
+    processor: Any = None,
+    **model_kwargs: Any,
+) -> tuple[Any, Any, Any]:
+    """`load_model_and_tokenizer`, and for a vision-language checkpoint the image-text-to-text
+    model (``AutoModelForImageTextToText``) with its processor (``AutoProcessor``), whose
+    tokenizer is the one returned.
+
+    Returns:
+        ``(model, tokenizer, processor)``; ``processor`` is ``None`` for a text-only model unless
+        one was given.
+
+    Example:
+        >>> model, tokenizer, processor = load_model_tokenizer_processor(
+        ...     "llava-hf/llava-1.5-7b-hf", attn_implementation=None, trust_remote_code=False)
+    """
+    from transformers import AutoConfig
+
+    check_source(name_or_path, trust_remote_code=trust_remote_code, **model_kwargs)
+    shared = {key: model_kwargs[key] for key in _SHARED_TOKENIZER_KWARGS if key in model_kwargs}
+    with _load_errors(name_or_path):
+        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **shared)
+    if not is_vision_language(config):
+        model, tokenizer = load_model_and_tokenizer(
+            name_or_path,
+            attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code,
+            tokenizer=tokenizer,
+            **model_kwargs,
+        )
+        return model, tokenizer, processor
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    if "device_map" not in model_kwargs and _accelerator_available() and importlib.util.find_spec("accelerate"):
+        model_kwargs["device_map"] = "auto"
+    if attn_implementation is not None:
+        model_kwargs["attn_implementation"] = attn_implementation
+    with _load_errors(name_or_path):
+        if processor is None:
+            processor = AutoProcessor.from_pretrained(
+                name_or_path, trust_remote_code=trust_remote_code, padding_side="left", **shared
+            )
+        model = AutoModelForImageTextToText.from_pretrained(
+            name_or_path, trust_remote_code=trust_remote_code, **model_kwargs
+        )
+    model.eval()
+    if tokenizer is None:
+        tokenizer = prepare_tokenizer(processor.tokenizer, copy_if_changed=False)
+    return model, tokenizer, processor

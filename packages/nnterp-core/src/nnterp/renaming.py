@@ -10,7 +10,7 @@ import torch
 from nnterp.errors import RenamingError
 from nnterp.spec import ArchitectureSpec
 
-ROOT_PARTS = ("layers", "ln_final", "lm_head", "embed_tokens")
+ROOT_PARTS = ("layers", "ln_final", "lm_head", "embed_tokens", "vision_layers")
 LAYER_PARTS = ("self_attn", "mlp")
 
 

@@ -206,6 +206,8 @@ class ArchitectureSpec:
             residual stream when their width differs (OPT ``project_in``); ``None``: none.
         unembedding_projection: Module path (from the root) between the final norm and
             ``lm_head`` (OPT ``project_out``); ``None``: none.
+        vision_layers: A vision-language model's vision-tower blocks (a module list), exposed as
+            ``model.vision_layers``; ``None`` for text-only models.
         optional_parts: Standard parts that some configs of the family leave out (OPT-350m
             has no final norm): resolved to ``None`` there instead of failing.
         position_embedding: Module path (from the root) of a position embedding that counts
@@ -266,6 +268,7 @@ class ArchitectureSpec:
     unembedding_projection: str | None = None
     optional_parts: tuple[str, ...] = ()
     position_embedding: str | None = None
+    vision_layers: PathSpec = None
     down_proj: PathSpec = DEFAULT_DOWN_PROJ
     attention_norm: PathSpec = DEFAULT_ATTENTION_NORM
     mlp_norm: PathSpec = DEFAULT_MLP_NORM
@@ -326,12 +329,15 @@ LOGIT_OPERATIONS = ("softcap", "multiply", "divide")
 
 
 def config_value(config: Any, keys: tuple[str, ...]) -> Any:
-    """The first of ``keys`` that ``config`` (or its ``text_config``) sets to a non-None value."""
+    """The first of ``keys`` that ``config`` (or its ``text_config``) sets to a non-None value; a
+    dotted key (``"text_config.hidden_size"``) names a nested config's attribute."""
     for holder in (config, getattr(config, "text_config", None)):
         if holder is None:
             continue
         for key in keys:
-            value = getattr(holder, key, None)
+            value = holder
+            for name in key.split("."):
+                value = getattr(value, name, None)
             if value is not None:
                 return value
     return None

@@ -21,7 +21,7 @@ from nnterp.accessors import (
 )
 from nnterp.errors import InvalidInputError, RenamingError, UnavailableComponentError
 from nnterp.layer_structure import resolve_layer_structure
-from nnterp.loading import load_model_and_tokenizer, prepare_tokenizer
+from nnterp.loading import load_model_tokenizer_processor, prepare_tokenizer
 from nnterp.nnsight_seams import run_state
 from nnterp.renaming import apply_user_rename, rename_mapping, resolve_paths, unresolved_message
 from nnterp.spec import ArchitectureSpec, Contribution, config_value
@@ -110,6 +110,7 @@ class StandardizedTransformer(TransformersModel):
                 stacklevel=2,
             )
             trust_remote_code, tokenizer = tokenizer, None
+        processor = kwargs.pop("processor", None)
         if isinstance(model, str):
             attn_implementation = kwargs.pop("attn_implementation", None)
             if enable_attention_probs:
@@ -123,11 +124,12 @@ class StandardizedTransformer(TransformersModel):
                     model, trust_remote_code=trust_remote_code, tokenizer=tokenizer, **kwargs
                 )
             else:
-                hf_model, tokenizer = load_model_and_tokenizer(
+                hf_model, tokenizer, processor = load_model_tokenizer_processor(
                     model,
                     attn_implementation=attn_implementation,
                     trust_remote_code=trust_remote_code,
                     tokenizer=tokenizer,
+                    processor=processor,
                     **kwargs,
                 )
         elif isinstance(model, torch.nn.Module):
@@ -144,7 +146,12 @@ class StandardizedTransformer(TransformersModel):
                 f"model must be a hub id, a local path or a transformers model, got {type(model).__name__}"
             )
         input_checks.require_causal(hf_model)
+        if tokenizer is None and processor is not None:
+            tokenizer = getattr(processor, "tokenizer", None)
         tokenizer = prepare_tokenizer(tokenizer)
+        if processor is not None:
+            # Image inputs go through the processor: it must pad and tokenize as the tokenizer.
+            processor.tokenizer = tokenizer
 
         base_spec = spec or _spec_from_plugins(hf_model)
         if rename_config is not None:
@@ -170,7 +177,10 @@ class StandardizedTransformer(TransformersModel):
 
             # A meta-device model (weights on NDIF) stays there: the pipeline must not move it.
             placement = {"device": "meta"} if on_meta(hf_model) else {}
-            super().__init__(hf_model, tokenizer=tokenizer, rename=aliases, **placement)
+            # A vision-language model traced with images (``trace(text=..., images=...)``) runs
+            # its inputs through the processor, as NNsight's image-text-to-text models do.
+            vision = {"processor": processor, "task": "image-text-to-text"} if processor is not None else {}
+            super().__init__(hf_model, tokenizer=tokenizer, rename=aliases, **placement, **vision)
         self.spec = resolved_spec
         self.paths = paths
         self.remote = remote
@@ -788,6 +798,15 @@ class StandardizedTransformer(TransformersModel):
             ...     mask = model.batch_attention_mask()      # (2, seq), 0 at "Hi"'s padding
         """
         return run_state(self).get(_MASK_KEY)
+
+    def _processed_media(self, inputs: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Text with images (``trace(text=..., images=...)`` or ``trace(prompts, images=...)``) run
+        through the processor as one left-padded batch; other inputs unchanged."""
+        from nnterp.vision_language import MEDIA_KEYS, processor_encoding
+
+        if getattr(self, "processor", None) is None or not MEDIA_KEYS & set(kwargs):
+            return inputs, kwargs
+        return processor_encoding(self, inputs, kwargs)
 
     def trace(self, *inputs: Any, **kwargs: Any) -> Any:
         """Open a trace (see NNsight); the input is checked at nnterp's boundary first.

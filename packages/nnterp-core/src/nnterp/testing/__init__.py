@@ -19,15 +19,30 @@ if TYPE_CHECKING:
         tiny_model,
         tiny_tokenizer,
     )
+    from nnterp.testing.tiny_vision import (
+        TINY_VISION_KINDS,
+        tiny_image,
+        tiny_vision_inputs,
+        tiny_vision_model,
+        tiny_vision_request,
+    )
 
-__all__ = ["GENERIC_TINY_CONFIG", "TINY_VOCAB_SIZE", "tiny_config", "tiny_model", "tiny_tokenizer"]
+#: Where each name of the kit lives (imported on first use).
+_HOMES = {
+    **dict.fromkeys(("GENERIC_TINY_CONFIG", "TINY_VOCAB_SIZE", "tiny_config", "tiny_model", "tiny_tokenizer"), "tiny"),
+    **dict.fromkeys(
+        ("TINY_VISION_KINDS", "tiny_image", "tiny_vision_inputs", "tiny_vision_model", "tiny_vision_request"),
+        "tiny_vision",
+    ),
+}
+__all__ = sorted(_HOMES)
 
 
 def __getattr__(name: str) -> Any:
     # Lazy: pytest imports nnterp.testing.pytest_plugin (and so this package) in every project
     # where nnterp-core is installed; torch loads only when the kit is used.
-    if name not in __all__:
+    if name not in _HOMES:
         raise AttributeError(f"module 'nnterp.testing' has no attribute {name!r}")
-    from nnterp.testing import tiny
+    import importlib
 
-    return getattr(tiny, name)
+    return getattr(importlib.import_module(f"nnterp.testing.{_HOMES[name]}"), name)

@@ -9,6 +9,7 @@ from nnterp.contrib.families import (
     more,
     multimodal,
     ssm,
+    vision_language,
 )
 from nnterp.spec import ArchitectureSpec
 
@@ -19,4 +20,5 @@ CONTRIB_SPECS: tuple[ArchitectureSpec, ...] = (
     *encoders.SPECS,
     *ssm.SPECS,
     *more.SPECS,
+    *vision_language.SPECS,
 )

@@ -17,6 +17,7 @@ LANGUAGE_MODEL = LLAMA_LIKE.with_classes(
 GEMMA3_MULTIMODAL = LANGUAGE_MODEL.with_classes(
     "Gemma3ForConditionalGeneration",
     name="gemma3_multimodal",
+    vision_layers="model.vision_tower.encoder.layers",
     logits_postprocess=GEMMA3.logits_postprocess,
     attention_contribution=GEMMA3.attention_contribution,
     mlp_contribution=GEMMA3.mlp_contribution,
