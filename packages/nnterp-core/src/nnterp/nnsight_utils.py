@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+from nnterp.progress import progress_bar
 
 from nnterp.accessors import first_tensor, normalize_layer, replace_first
 from nnterp.compat import ModuleAccessor, RenameConfig, get_rename_dict
@@ -492,7 +492,7 @@ def compute_next_token_probs(model: Any, prompt: str | Sequence[str], remote: bo
 def _progress(iterable: Any, enabled: bool | Callable[[Any], Any] | None, description: str) -> Any:
     if callable(enabled):
         return enabled(iterable)
-    return tqdm(iterable, desc=description, disable=not enabled)
+    return progress_bar(iterable, desc=description, disable=not enabled)
 
 
 #: 1.x re-exported these from here; they load NNsight, so only on first use.

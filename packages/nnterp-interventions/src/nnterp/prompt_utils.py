@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Union, cast
 
 import torch
-from tqdm.auto import tqdm as progress_bar
+from nnterp.progress import progress_bar
 
 from nnterp.errors import InvalidInputError, TokenizationError
 from nnterp.inputs import normalize_index

@@ -52,7 +52,7 @@ from nnterp.inputs import check_prompts, index_list, layer_indices, prompt_list
 from nnterp.interventions.metrics import Metric, require_scalar
 from nnterp.sites import SITES, site_info
 from nnterp.tracing import remote_aware
-from tqdm.auto import tqdm
+from nnterp.progress import progress_bar
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
@@ -382,7 +382,7 @@ def activation_patching(
     cells, cell_shape = patch_cells(geometry, length, position_list, heads, by_position)
     grid = torch.empty(len(layer_list), *cell_shape)
     jobs = [(row, where, layer, index) for row, layer in enumerate(layer_list) for where, index in cells]
-    bar = tqdm(total=len(jobs), desc=f"patching {site}", disable=not progress)
+    bar = progress_bar(total=len(jobs), desc=f"patching {site}", disable=not progress)
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start : start + batch_size]
         metrics = _patched_metrics(

@@ -62,7 +62,7 @@ from nnterp.interventions.patching import (
 )
 from nnterp.sites import SITES
 from nnterp.tracing import free_stopped_forward, single_forward_options, remote_aware
-from tqdm.auto import tqdm
+from nnterp.progress import progress_bar
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
@@ -535,7 +535,7 @@ def path_patching_heads(
         freeze_mlps,
     )
     grid = torch.empty(len(layer_list), len(head_list))
-    bar = tqdm(total=len(cells), desc="path patching", disable=not progress)
+    bar = progress_bar(total=len(cells), desc="path patching", disable=not progress)
     for start in range(0, len(cells), batch_size):
         chunk = cells[start : start + batch_size]
         for (row, column, _), value in zip(
