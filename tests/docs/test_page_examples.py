@@ -7,6 +7,7 @@ run and give values of the documented shapes."""
 
 from __future__ import annotations
 
+import linecache
 import re
 from pathlib import Path
 
@@ -30,10 +31,14 @@ def test_page_examples_run(page, kind):
     namespace = {"model": model, "clean": ["The cat sat on the mat"], "corrupted": ["The dog sat on the mat"], "target": 5}
     blocks = _blocks(page)
     assert blocks, f"{page} has no python examples"
-    for block in blocks:
-        exec(compile(block, f"{page} example", "exec"), namespace)  # noqa: S102 - the docs' own examples
+    for number, block in enumerate(blocks):
+        # NNsight reads a trace's `with` body back from its source: register each block's.
+        filename = f"<{page} example {number}>"
+        linecache.cache[filename] = (len(block), None, block.splitlines(keepends=True), filename)
+        exec(compile(block, filename, "exec"), namespace)  # noqa: S102 - the docs' own examples
     layers = model.num_layers
     assert namespace["stacked"].shape[0] == layers
     assert namespace["grid"].shape[0] == layers
     assert namespace["stack"].shape[0] == layers + 1
     torch.testing.assert_close(namespace["dla"].contributions.sum(-1), namespace["dla"].total, rtol=1e-4, atol=1e-4)
+    assert namespace["features"].shape[-1] == 4 * model.hidden_size

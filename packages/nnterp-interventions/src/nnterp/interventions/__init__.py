@@ -23,6 +23,16 @@ from nnterp.interventions.decomposition import (
 )
 from nnterp.interventions.generation import GenerationResult, generate_with, steer_generate
 from nnterp.interventions.gradients import GradientResult, compute_gradients
+from nnterp.interventions.saes import (
+    SparseAutoencoder,
+    ablate_features,
+    load_sae,
+    sae_features,
+    sae_site,
+    save_sae,
+    splice_sae,
+    steer_features,
+)
 from nnterp.interventions.lens import logit_lens
 from nnterp.interventions.metrics import evaluate_metric, logit_difference, token_logit
 from nnterp.interventions.patching import (
@@ -56,9 +66,11 @@ __all__ = [
     "LogitAttribution",
     "Node",
     "ResidualDecomposition",
+    "SparseAutoencoder",
     "TargetPrompt",
     "TargetPromptBatch",
     "accumulated_resid",
+    "ablate_features",
     "activation_patching",
     "apply_ln_to_stack",
     "attention_pattern_patching",
@@ -73,6 +85,7 @@ __all__ = [
     "it_repeat_prompt",
     "logit_attribution",
     "logit_difference",
+    "load_sae",
     "logit_lens",
     "patch_object_attn_lens",
     "patchscope_generate",
@@ -82,7 +95,12 @@ __all__ = [
     "repeat_prompt",
     "repeat_prompt_chat",
     "run_with_patches",
+    "sae_features",
+    "sae_site",
+    "save_sae",
+    "splice_sae",
     "steer",
+    "steer_features",
     "steer_generate",
     "token_logit",
 ]
