@@ -19,6 +19,8 @@ def test_conformance_passes_on_core_architectures():
         assert report.checks == {
             "renaming": "pass", "accessor_shapes": "pass", "hooks_equality": "pass", "residual_identity": "pass",
             "attention_probabilities": "pass", "steering": "pass", "layer_skipping": "pass", "batching": "pass",
+            "mlp_hidden": "pass", "layers_mid": "pass", "norm_scales": "pass", "attention_scores": "pass",
+            "heads_result": "pass",
         }
 
 
