@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import traceback
 import threading
 import warnings
 from collections.abc import Callable
@@ -248,11 +249,8 @@ CASES: list[tuple[str, Callable[[Path], object], type[BaseException], tuple[str,
 
 
 def raising_frame(error: BaseException) -> str:
-    frame = error.__traceback__
-    assert frame is not None
-    while frame.tb_next is not None:
-        frame = frame.tb_next
-    return frame.tb_frame.f_code.co_filename
+    """The file of the innermost frame the error was raised from."""
+    return traceback.extract_tb(error.__traceback__)[-1].filename
 
 
 def in_nnterp(filename: str) -> bool:
