@@ -42,3 +42,7 @@ def test_page_examples_run(page, kind):
     assert namespace["stack"].shape[0] == layers + 1
     torch.testing.assert_close(namespace["dla"].contributions.sum(-1), namespace["dla"].total, rtol=1e-4, atol=1e-4)
     assert namespace["features"].shape[-1] == 4 * model.hidden_size
+    assert namespace["feature_grid"].shape == (4, namespace["features"].shape[1])
+    dla = namespace["feature_dla"]
+    parts = dla.contributions.sum(-1) + dla.error + dla.decoder_bias
+    torch.testing.assert_close(parts, dla.site_total, rtol=1e-4, atol=1e-4)

@@ -125,3 +125,52 @@ def test_layer_position_head_grid_and_stacks(smol):
     torch.testing.assert_close(
         along.total, logits[:, paris] - logits[:, rome], atol=1e-3, rtol=1e-4
     )
+
+
+def test_sae_features_on_smollm2_against_hooked_runs(smol, tmp_path):
+    # A random SAE on layer 10's MLP output (576 wide); expected values from the plain model
+    # with a torch hook and the SAE formulas written out (tests/research/test_saes.py).
+    from nnterp.interventions.sae_analysis import feature_logit_attribution, feature_patching
+    from nnterp.interventions.saes import splice_sae
+
+    from .reference import capture, first, hooks, replace_first
+    from .test_saes import hand_encode, random_weights, saved_and_loaded
+
+    model, plain, metric = smol
+    paris, rome = ids(model, " Paris"), ids(model, " Rome")
+    weights = random_weights(model.hidden_size, 11)
+    sae = saved_and_loaded(tmp_path, weights, "blocks.10.hook_mlp_out")
+    mlp = native(plain, "mlp", 10)
+
+    def mlp_and_residual(prompts):
+        seen, logits = capture(plain, encode(model.tokenizer, prompts), {"x": (mlp, "output"), "r": (native(plain, "layer", 29), "output")})
+        return seen["x"], seen["r"], logits
+
+    clean_x, _, _ = mlp_and_residual(CLEAN)
+    x, residual, logits = mlp_and_residual(CORRUPTED)
+
+    with model.trace(CORRUPTED):
+        splice_sae(model, sae)
+        spliced = model.logits.save()
+    torch.testing.assert_close(spliced, logits, atol=0, rtol=0)
+
+    norm = native(plain, "norm")
+    scale = (residual[:, -1].pow(2).mean(-1, keepdim=True) + norm.variance_epsilon).sqrt()
+    unembedding = plain.get_output_embeddings().weight.detach()
+    readout = norm.weight.detach() * (unembedding[paris] - unembedding[rome]) / scale  # (1, hidden)
+    features = hand_encode(weights, x[:, -1])
+    dla = feature_logit_attribution(model, CORRUPTED, sae, paris, baseline=rome)
+    torch.testing.assert_close(dla.contributions, features * (readout @ weights["W_dec"].T), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(dla.site_total, (x[:, -1] * readout).sum(-1), atol=1e-4, rtol=1e-4)
+
+    chosen = [int(i) for i in (hand_encode(weights, clean_x) - hand_encode(weights, x)).abs().sum((0, 1)).topk(3).indices]
+    delta = hand_encode(weights, clean_x) - hand_encode(weights, x)
+    expected = []
+    for feature in chosen:
+        edit = lambda out, f=feature: out + delta[..., f, None] * weights["W_dec"][f]
+        handle = mlp.register_forward_hook(lambda m, a, out, e=edit: replace_first(out, e(first(out))))
+        with hooks(handle), torch.no_grad():
+            patched = plain(**encode(model.tokenizer, CORRUPTED)).logits[:, -1]
+        expected.append(float((patched[:, paris] - patched[:, rome]).mean()))
+    grid = feature_patching(model, CLEAN, CORRUPTED, metric, sae, features=chosen, by_position=False)
+    torch.testing.assert_close(grid, torch.tensor(expected), atol=1e-3, rtol=1e-4)

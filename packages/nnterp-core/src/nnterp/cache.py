@@ -30,7 +30,7 @@ Example:
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -466,6 +466,7 @@ def cache_activations(
     positions: Positions = None,
     device: str | torch.device | None = "cpu",
     dtype: torch.dtype | None = None,
+    derived: Mapping[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]]] | None = None,
     remote: bool | str | None = None,
     **trace_kwargs: Any,
 ) -> ActivationCache:
@@ -485,6 +486,11 @@ def cache_activations(
             For ``attention_probabilities`` they select query positions.
         device: where to put each tensor (``None``: leave it where the model computed it).
         dtype: cast to this dtype (``None``: keep the model's).
+        derived: extra entries computed from one site each, ``{key: (site, function)}``:
+            ``function(value)`` runs inside the forward on the site's whole value and must
+            keep its batch and position dimensions (an SAE's encoder, a probe); the result is
+            sliced to ``positions`` and cached under ``key``, which must not be a site name
+            (``"sae:layers_output.3"``). ``sites`` may then be empty.
         **trace_kwargs: passed to ``model.trace``.
         remote: run on NDIF (``True``) or NNsight's local simulation of it (``"local"``), every
             trace of the call; default: the model's own setting.
@@ -506,21 +512,66 @@ def cache_activations(
         >>> cache["layers_output.0"].shape          # (1, 2, hidden)
         >>> cache = cache_activations(model, "Hi", lambda name: name.startswith("mlps_"))
     """
-    wanted = parse_sites(model, sites)
+    if not isinstance(sites, str) and not callable(sites):
+        sites = list(sites)
+    wanted = parse_sites(model, sites) if derived is None or sites else []
+    extra = _derived_sites(model, derived)
     if isinstance(prompts, (str, list, tuple)):
         check_prompts(model, prompts)
     squeeze = isinstance(positions, int)
-    stop_early = wanted[-1].name not in LAST_SITES
-    saved: list[torch.Tensor] = []
+    reads = sorted(set(wanted) | {site for site, _, _ in extra})
+    stop_early = reads[-1].name not in LAST_SITES
+    saved: dict[str, torch.Tensor] = {}
     options = {**single_forward_options(model), **trace_kwargs} if stop_early else trace_kwargs
     with model.trace(prompts, **options) as tracer:
         columns = position_columns(trace_attention_mask(model), positions)
-        for site in wanted:
-            value = select_positions(read_site(model, site), columns, position_dim(site), squeeze)
-            value = value.detach().to(device=device or value.device, dtype=dtype or value.dtype)
-            saved.append(nnsight.save(value))
+        for site in reads:
+            value = read_site(model, site)
+            outputs = [(site.key, value)] if site in wanted else []
+            outputs += [(key, function(value)) for derived_site, key, function in extra if derived_site == site]
+            for key, output in outputs:
+                output = select_positions(output, columns, position_dim(site), squeeze)
+                output = output.detach().to(device=device or output.device, dtype=dtype or output.dtype)
+                saved[key] = nnsight.save(output)
         if stop_early:
             tracer.stop()
     if stop_early:
         free_stopped_forward()
-    return ActivationCache(model.num_layers, {site.key: value for site, value in zip(wanted, saved)})
+    order = [site.key for site in wanted] + [key for _, key, _ in extra]
+    return ActivationCache(model.num_layers, {key: saved[key] for key in order})
+
+
+def _derived_sites(
+    model: StandardizedTransformer,
+    derived: Mapping[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]]] | None,
+) -> list[tuple[Site, str, Callable[[torch.Tensor], torch.Tensor]]]:
+    """``derived`` as (site, key, function) triples, checked."""
+    if derived is None:
+        return []
+    if not isinstance(derived, Mapping) or not derived:
+        raise InvalidInputError(
+            "derived must be a non-empty dict {key: (site, function)}, e.g. "
+            "{'sae:layers_output.3': ('layers_output.3', sae.encode)}."
+        )
+    triples = []
+    for key, entry in derived.items():
+        if not isinstance(key, str) or not key:
+            raise InvalidInputError(f"derived keys must be non-empty strings, got {key!r}.")
+        if not isinstance(entry, tuple) or len(entry) != 2 or not callable(entry[1]):
+            raise InvalidInputError(
+                f"derived[{key!r}] must be a (site, function) pair, got {type(entry).__name__}."
+            )
+        try:
+            canonical_site_name(key.partition(".")[0])
+        except InvalidInputError:
+            pass
+        else:
+            raise InvalidInputError(
+                f"derived key {key!r} is a site name: prefix it (e.g. 'sae:{key}') so it cannot "
+                "be confused with the site's own value."
+            )
+        parsed = Site.parse(entry[0], model.num_layers)
+        if len(parsed) != 1:
+            raise InvalidInputError(f"derived[{key!r}]: site {entry[0]!r} names several layers; give one.")
+        triples.append((parsed[0], key, entry[1]))
+    return triples

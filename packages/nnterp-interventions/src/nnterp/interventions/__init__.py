@@ -23,6 +23,13 @@ from nnterp.interventions.decomposition import (
 )
 from nnterp.interventions.generation import GenerationResult, generate_with, steer_generate
 from nnterp.interventions.gradients import GradientResult, compute_gradients
+from nnterp.interventions.sae_analysis import (
+    FeatureAttribution,
+    cache_features,
+    feature_attribution_patching,
+    feature_logit_attribution,
+    feature_patching,
+)
 from nnterp.interventions.saes import (
     SparseAutoencoder,
     ablate_features,
@@ -60,6 +67,7 @@ from nnterp.interventions.target_prompts import (
 
 __all__ = [
     "BlockPatching",
+    "FeatureAttribution",
     "FrozenNorm",
     "GenerationResult",
     "GradientResult",
@@ -75,9 +83,13 @@ __all__ = [
     "apply_ln_to_stack",
     "attention_pattern_patching",
     "attribution_patching",
+    "cache_features",
     "compute_gradients",
     "decompose_residual",
     "evaluate_metric",
+    "feature_attribution_patching",
+    "feature_logit_attribution",
+    "feature_patching",
     "every_block_patching",
     "freeze_final_norm",
     "generate_with",

@@ -132,6 +132,14 @@ class FrozenNorm:
             component = component - component.mean(dim=-1, keepdim=True)
         return component * self.scale
 
+    def adjoint(self, vector: torch.Tensor) -> torch.Tensor:
+        """The (batch, hidden) vectors ``w`` with ``apply(c) . vector == c . w`` for every
+        component ``c``: ``P(scale * vector)`` (the centering is symmetric)."""
+        weighted = vector * self.scale
+        if self.centered:
+            weighted = weighted - weighted.mean(dim=-1, keepdim=True)
+        return weighted
+
 
 @dataclass(frozen=True)
 class LogitAttribution:
@@ -175,6 +183,29 @@ class LogitAttribution:
         values = dict(zip(self.labels, contributions.tolist()))
         values["bias"] = float(bias)
         return values
+
+
+@dataclass(frozen=True)
+class Readout:
+    """A logit (difference) or direction readout made linear in the residual stream, with the
+    final norm frozen at the real residual: any component ``c`` of that residual (batch, hidden)
+    adds ``(c * vectors).sum(-1)``, and ``bias`` is the part no component writes.
+
+    Attributes:
+        vectors: (batch, hidden), one per attributed row.
+        bias: (batch,), the final norm's bias and the unembedding bias through the readout.
+
+    Example:
+        >>> out = readout(model, residual, target=paris_id)
+        >>> share = out.share(mlp_contribution)            # (batch,)
+    """
+
+    vectors: torch.Tensor
+    bias: torch.Tensor
+
+    def share(self, component: torch.Tensor) -> torch.Tensor:
+        """What (..., batch, hidden) ``component`` adds to the readout: (..., batch)."""
+        return (component * self.vectors).sum(-1)
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -271,15 +302,51 @@ def _cache_positions(position: Any, prompts: Any) -> tuple[Any, int | None]:
     return [[value] for value in one_each], None
 
 
-def _flatten(cache: ActivationCache) -> ActivationCache:
-    """(batch, n, ...) values as (batch * n, ...) rows."""
-    return ActivationCache(cache.num_layers, {key: value.flatten(0, 1) for key, value in cache.items()})
+def cache_rows(
+    model: StandardizedTransformer, prompts: Any, position: PositionArg, sites: list[str]
+) -> tuple[ActivationCache, int | None]:
+    """``sites`` at ``position`` as rows, float32 on the CPU: (batch, ...) for one position per
+    prompt, (batch * n, ...) for one list of ``n`` positions per prompt; and that ``n``
+    (``None`` for one position). `unflatten_rows` gives results their position dimension back.
+
+    Example:
+        >>> cache, per_prompt = cache_rows(model, ["Hi", "Hey"], [[0, -1]] * 2, ["mlps_output.1"])
+        >>> cache["mlps_output.1"].shape, per_prompt           # ((4, hidden), 2)
+    """
+    positions, per_prompt = _cache_positions(position, prompts)
+    cache = cache_activations(model, prompts, sites, positions=positions, dtype=torch.float32)
+    if isinstance(positions, int):
+        return cache, None
+    return ActivationCache(cache.num_layers, {key: value.flatten(0, 1) for key, value in cache.items()}), per_prompt
 
 
-def _unflatten(value: torch.Tensor | None, dim: int, per_prompt: int | None) -> Any:
+def unflatten_rows(value: Any, dim: int, per_prompt: int | None) -> Any:
+    """``value``'s row dimension ``dim`` split back into (batch, n) (see `cache_rows`)."""
     if value is None or per_prompt is None:
         return value
     return value.unflatten(dim, (-1, per_prompt))
+
+
+def component_label(model: StandardizedTransformer, site: str) -> str | None:
+    """The decomposition's label of the component a site key holds (``"mlps_output.3"`` ->
+    ``"mlp.3"``, ``"attentions_output.2"`` -> ``"attn.2"``, a hybrid's other mixers
+    ``"mixer.L"``), or ``None`` for a site that is not one component of the stream.
+
+    Example:
+        >>> component_label(model, "mixers_output.0")
+        'attn.0'
+    """
+    name, _, layer_text = site.partition(".")
+    if not layer_text:
+        return None
+    layer = int(layer_text)
+    if name == "mlps_output":
+        return f"mlp.{layer}"
+    if name == "attentions_output":
+        return f"attn.{layer}"
+    if name == "mixers_output":
+        return f"attn.{layer}" if model.layer_kinds[layer] == "attention" else f"mixer.{layer}"
+    return None
 
 
 def _unflatten_parts(parts: ResidualDecomposition, per_prompt: int | None) -> ResidualDecomposition:
@@ -287,10 +354,10 @@ def _unflatten_parts(parts: ResidualDecomposition, per_prompt: int | None) -> Re
         return parts
     return replace(
         parts,
-        components=_unflatten(parts.components, 1, per_prompt),
-        residual=_unflatten(parts.residual, 0, per_prompt),
-        head_components=_unflatten(parts.head_components, 2, per_prompt),
-        attention_biases=_unflatten(parts.attention_biases, 1, per_prompt),
+        components=unflatten_rows(parts.components, 1, per_prompt),
+        residual=unflatten_rows(parts.residual, 0, per_prompt),
+        head_components=unflatten_rows(parts.head_components, 2, per_prompt),
+        attention_biases=unflatten_rows(parts.attention_biases, 1, per_prompt),
     )
 
 
@@ -303,7 +370,7 @@ def _run(
         raise InvalidInputError(f"split must be one of {list(SPLITS)}, got {split!r}")
     if per_head and split != "attn_mlp":
         raise InvalidInputError("per_head=True needs split='attn_mlp' (heads split the attention outputs)")
-    positions, per_prompt = _cache_positions(position, prompts)
+    _cache_positions(position, prompts)
     if split == "attn_mlp":
         structure = model.layer_structure
         reasons = {
@@ -322,8 +389,7 @@ def _run(
             )
     if per_head and not model.attention_layers:
         raise UnavailableComponentError(f"{model.spec.name}: per_head=True needs softmax-attention layers; this model has none.")
-    cache = cache_activations(model, prompts, _sites(model, split, per_head), positions=positions, dtype=torch.float32)
-    return (cache, None) if isinstance(positions, int) else (_flatten(cache), per_prompt)
+    return cache_rows(model, prompts, position, _sites(model, split, per_head))
 
 
 def _decompose(
@@ -356,10 +422,10 @@ def _decompose(
                 "to attribute each layer's whole update."
             )
         if has_mixer:
-            labels.append(f"attn.{layer}" if kinds[layer] == "attention" else f"mixer.{layer}")
+            labels.append(str(component_label(model, f"mixers_output.{layer}")))
             components.append(mixer)
         if has_mlp:
-            labels.append(f"mlp.{layer}")
+            labels.append(str(component_label(model, f"mlps_output.{layer}")))
             components.append(parts[1])
         if per_head and kinds[layer] == "attention":
             per_head_output, bias = attention_head_shares(model, layer, cache[f"heads_output.{layer}"], mixer)
@@ -568,6 +634,76 @@ def _per_prompt_ids(tokens: TokenIds, prompts: int, per_prompt: int | None, voca
     return _token_rows(tokens, prompts, vocab, name).repeat_interleave(per_prompt or 1)
 
 
+def _check_readout(target: Any, baseline: Any, direction: Any, apply_final_norm: bool) -> None:
+    if (target is None) == (direction is None):
+        raise InvalidInputError("give either target (token ids) or direction (a hidden-size vector), not both or neither.")
+    if direction is not None and baseline is not None:
+        raise InvalidInputError("baseline applies to token ids; for a direction, attribute the difference of two directions.")
+    if direction is None and not apply_final_norm:
+        raise InvalidInputError("apply_final_norm=False applies to a direction: logits always go through the final norm.")
+
+
+@torch.no_grad()
+def readout(
+    model: StandardizedTransformer,
+    residual: torch.Tensor,
+    target: TokenIds | None = None,
+    baseline: TokenIds | None = None,
+    *,
+    direction: Any = None,
+    apply_final_norm: bool = True,
+    per_prompt: int | None = None,
+) -> Readout:
+    """The readout `logit_attribution` attributes, as one linear map per row, with the final
+    norm frozen at ``residual``: a component's share is ``readout(...).share(component)``.
+
+    The shares of the components of ``residual`` plus ``bias`` give the logit (difference) in
+    the units before any soft-cap (times the model's linear logit scale), or the projection on
+    ``direction``, exactly as `logit_attribution` computes them.
+
+    Args:
+        model: a `StandardizedTransformer`.
+        residual: (rows, hidden), the stream entering the final norm, one row per attributed
+            prompt (and position).
+        target, baseline, direction, apply_final_norm: as `logit_attribution`.
+        per_prompt: positions per prompt when rows are (prompt, position) pairs (`cache_rows`),
+            so that per-prompt ids and directions repeat over each prompt's positions.
+
+    Raises:
+        InvalidInputError: as `logit_attribution`.
+
+    Example:
+        >>> cache, _ = cache_rows(model, prompts, -1, ["layers_output.-1", "mlps_output.2"])
+        >>> out = readout(model, cache["layers_output.-1"], target=paris_id)
+        >>> out.share(cache["mlps_output.2"])              # what layer 2's MLP adds, (batch,)
+    """
+    _check_readout(target, baseline, direction, apply_final_norm)
+    rows = residual.shape[0]
+    prompt_count = rows // (per_prompt or 1)
+    if direction is not None:
+        vectors = _direction_rows(direction, prompt_count, per_prompt, residual.shape[-1])
+        if not apply_final_norm:
+            return Readout(vectors, torch.zeros(rows))
+        frozen = freeze_final_norm(model, residual)
+        return Readout(frozen.adjoint(vectors), (frozen.offset * vectors).sum(-1))
+    frozen = freeze_final_norm(model, residual)
+    factor, _ = linear_logit_scale(model.spec, model._module.config)
+    vocab = model.vocab_size
+
+    def of(tokens: TokenIds, name: str) -> Readout:
+        ids = _per_prompt_ids(tokens, prompt_count, per_prompt, vocab, name)
+        unembedding, unembed_bias = _unembedding(model, ids)
+        return Readout(
+            frozen.adjoint(unembedding) * factor, ((frozen.offset * unembedding).sum(-1) + unembed_bias) * factor
+        )
+
+    result = of(target, "target")  # type: ignore[arg-type]
+    if baseline is None:
+        return result
+    other = of(baseline, "baseline")
+    return Readout(result.vectors - other.vectors, result.bias - other.bias)
+
+
 @torch.no_grad()
 @remote_aware
 def logit_attribution(
@@ -621,12 +757,7 @@ def logit_attribution(
         >>> along = logit_attribution(model, prompts, direction=probe, position=[5, 7])
         >>> raw = logit_attribution(model, prompts, direction=probe, apply_final_norm=False)
     """
-    if (target is None) == (direction is None):
-        raise InvalidInputError("give either target (token ids) or direction (a hidden-size vector), not both or neither.")
-    if direction is not None and baseline is not None:
-        raise InvalidInputError("baseline applies to token ids; for a direction, attribute the difference of two directions.")
-    if direction is None and not apply_final_norm:
-        raise InvalidInputError("apply_final_norm=False applies to a direction: logits always go through the final norm.")
+    _check_readout(target, baseline, direction, apply_final_norm)
     cache, per_prompt = _run(model, prompts, position, split, per_head)
     parts = _decompose(model, cache, split, per_head)
     rows = parts.residual.shape[0]
@@ -727,12 +858,12 @@ def _unflatten_attribution(result: LogitAttribution, per_prompt: int | None) -> 
         return result
     return replace(
         result,
-        contributions=_unflatten(result.contributions, 0, per_prompt),
-        bias=_unflatten(result.bias.expand(result.contributions.shape[0]), 0, per_prompt),
-        total=_unflatten(result.total, 0, per_prompt),
-        logits=_unflatten(result.logits, 0, per_prompt),
-        head_contributions=_unflatten(result.head_contributions, 0, per_prompt),
-        attention_bias_contributions=_unflatten(result.attention_bias_contributions, 0, per_prompt),
+        contributions=unflatten_rows(result.contributions, 0, per_prompt),
+        bias=unflatten_rows(result.bias.expand(result.contributions.shape[0]), 0, per_prompt),
+        total=unflatten_rows(result.total, 0, per_prompt),
+        logits=unflatten_rows(result.logits, 0, per_prompt),
+        head_contributions=unflatten_rows(result.head_contributions, 0, per_prompt),
+        attention_bias_contributions=unflatten_rows(result.attention_bias_contributions, 0, per_prompt),
     )
 
 
@@ -740,10 +871,15 @@ __all__ = [
     "SPLITS",
     "FrozenNorm",
     "LogitAttribution",
+    "Readout",
     "ResidualDecomposition",
     "attention_head_shares",
+    "cache_rows",
+    "component_label",
     "decompose_residual",
     "freeze_final_norm",
     "freeze_norm",
     "logit_attribution",
+    "readout",
+    "unflatten_rows",
 ]

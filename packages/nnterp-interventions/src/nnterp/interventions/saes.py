@@ -564,7 +564,13 @@ def sae_site(
     return key
 
 
-def _flat(value: torch.Tensor, sae: SparseAutoencoder, key: str) -> torch.Tensor:
+def site_activations(value: torch.Tensor, sae: SparseAutoencoder, key: str) -> torch.Tensor:
+    """Site ``key``'s value as the (batch, seq, d_in) activations ``sae`` reads: unchanged, or
+    per-head values (batch, seq, heads, head_dim) flattened.
+
+    Raises:
+        InvalidInputError: the site's width is not the SAE's ``d_in``.
+    """
     if value.shape[-1] == sae.d_in:
         return value
     is_head = site_info(key.partition(".")[0]).kind == "head"
@@ -593,7 +599,7 @@ def sae_features(
     """
     key = sae_site(model, sae, site)
     (parsed,) = Site.parse(key, model.num_layers)
-    return sae.encode(_flat(read_site(model, parsed), sae, key))
+    return sae.encode(site_activations(read_site(model, parsed), sae, key))
 
 
 def splice_sae(
@@ -641,7 +647,7 @@ def splice_sae(
     key = sae_site(model, sae, site)
     (parsed,) = Site.parse(key, model.num_layers)
     current = read_site(model, parsed)
-    x = _flat(current, sae, key).to(device=sae.device, dtype=sae.dtype)
+    x = site_activations(current, sae, key).to(device=sae.device, dtype=sae.dtype)
     # With the error term the SAE is a detour: features read a detached x, and the site is
     # x + (decode(edit(f)) - decode(f)) with the subtracted term detached, so the forward is
     # exactly x without an edit, gradients reach the features, and flow past the site as if
@@ -772,6 +778,7 @@ __all__ = [
     "sae_features",
     "sae_site",
     "save_sae",
+    "site_activations",
     "splice_sae",
     "steer_features",
 ]
