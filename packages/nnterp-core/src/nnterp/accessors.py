@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from nnterp.compat import LegacyProbabilityMethods
-from nnterp.errors import InvalidInputError
+from nnterp.errors import InvalidInputError, UnavailableComponentError
 from nnterp.inputs import nnsight_error, normalize_index
 from nnterp.nnsight_seams import run_state
 
@@ -61,8 +61,16 @@ def normalize_layer(model: StandardizedTransformer, layer: int) -> int:
 
     Raises:
         LayerIndexError: out of ``range(-num_layers, num_layers)``.
+        UnavailableComponentError: inside a run that skips the layer (the spec's
+            ``conditional_layers``, e.g. Mllama's cross-attention layers on text-only input).
     """
-    return normalize_index(layer, model.num_layers, "layer")
+    index = normalize_index(layer, model.num_layers, "layer")
+    structure = getattr(model, "layer_structure", None)
+    if structure is not None and structure.required_inputs:
+        why = structure.skipped_reason(index, model.run_input_names())
+        if why is not None:
+            raise UnavailableComponentError(f"{model.spec.name}: {why}.")
+    return index
 
 
 class _PerLayerView:
@@ -316,11 +324,16 @@ class AttentionProbabilitiesAccessor(LegacyProbabilityMethods):
 
     @_outside_trace_checked
     def __getitem__(self, layer: int) -> torch.Tensor:
-        return self._operation(layer).output
+        from nnterp.attention import split_merged_heads
+
+        return split_merged_heads(self._operation(layer).output, self._model.num_heads)
 
     @_outside_trace_checked
     def __setitem__(self, layer: int, value: torch.Tensor) -> None:
-        self._operation(layer).output = value
+        from nnterp.attention import merge_like
+
+        operation = self._operation(layer)
+        operation.output = merge_like(value, operation.output)
 
     def __len__(self) -> int:
         return self._model.num_layers

@@ -104,6 +104,30 @@ def locate_probabilities(attention_envoy: Any, chain: tuple[str, ...] | None, la
     return operation
 
 
+def split_merged_heads(tensor: Any, num_heads: int | None) -> Any:
+    """Attention probabilities or scores as (batch, heads, query, key).
+
+    Older attentions (BART-style decoders: XGLM, MVP, TrOCR) compute them with ``torch.bmm``
+    over the batch and head dimensions merged, (batch * heads, query, key); those are viewed
+    as (batch, heads, query, key). 4-D tensors are returned as they are.
+
+    Example:
+        >>> split_merged_heads(torch.zeros(6, 5, 5), 3).shape
+        torch.Size([2, 3, 5, 5])
+    """
+    if getattr(tensor, "dim", None) is None or tensor.dim() != 3 or not num_heads or tensor.shape[0] % num_heads:
+        return tensor  # not merged heads: left for the caller's shape checks to report
+    return tensor.view(-1, num_heads, *tensor.shape[-2:])
+
+
+def merge_like(value: Any, current: Any) -> Any:
+    """``value`` (batch, heads, query, key) in the layout of the model's ``current`` tensor:
+    merged to (batch * heads, query, key) when the model computes it that way."""
+    if getattr(current, "dim", None) is not None and current.dim() == 3 and getattr(value, "dim", lambda: 0)() == 4:
+        return value.reshape(current.shape)
+    return value
+
+
 def _legacy_locator_operation(locator: Any, attention_envoy: Any, layer: int) -> Any:
     """The operation an nnterp 1.x attention-probability function (``RenameConfig.attn_prob_source``,
     an ``AttnProbFunction`` or a plain function of the attention envoy) points at."""

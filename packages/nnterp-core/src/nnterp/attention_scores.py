@@ -171,11 +171,16 @@ class AttentionScoresAccessor(_PerLayerView):
 
     @_outside_trace_checked
     def __getitem__(self, layer: int) -> torch.Tensor:
-        return self._operation(layer).input
+        from nnterp.attention import split_merged_heads
+
+        return split_merged_heads(self._operation(layer).input, self._model.num_heads)
 
     @_outside_trace_checked
     def __setitem__(self, layer: int, value: torch.Tensor) -> None:
-        self._operation(layer).input = value
+        from nnterp.attention import merge_like
+
+        operation = self._operation(layer)
+        operation.input = merge_like(value, operation.input)
 
 
 __all__ = [

@@ -58,15 +58,22 @@ class AttentionLayout:
     """Where one model's attention computes queries, keys, values and head outputs.
 
     Paths are relative to the standard ``self_attn`` module; ``None`` where the model has no
-    such module. Resolved from the spec and layer 0 by `attention_layout`.
+    such module. Resolved from the spec and one layer's attention by `attention_layout`
+    (layers of a heterogeneous config may differ in head count and head size).
 
     Attributes:
-        q_proj, k_proj, v_proj: separate projections (all three, or all ``None``).
+        q_proj, k_proj, v_proj: separate projections (all ``None`` when fused; ``v_proj`` alone
+            ``None`` on a layer whose values are its keys).
         qkv_proj: the fused projection, used when the separate ones are ``None``.
         qkv_layout: how the fused output is split (see `nnterp.spec.QKV_LAYOUTS`).
         o_proj: the output projection.
         rotary_embedding: name of the rotary call in the attention forward, or ``None``.
-        num_heads, num_kv_heads, head_dim: query heads, key/value heads, size of one head.
+        num_heads, num_kv_heads, head_dim: query heads, key/value heads (of the first attention
+            layer), size of one head as the output projection reads it.
+        key_head_dim, value_head_dim: size of one key and one value head of separate
+            projections (``None``: split by head count). Keys and values are split by these
+            sizes, so a layer with its own key/value head count (MiMo-V2-Flash's sliding-window
+            layers) is split right.
     """
 
     q_proj: str | None
@@ -79,6 +86,8 @@ class AttentionLayout:
     num_heads: int
     num_kv_heads: int
     head_dim: int
+    key_head_dim: int | None = None
+    value_head_dim: int | None = None
 
     def heads_of(self, part: str) -> int:
         """How many heads ``part`` (``"q"``, ``"k"`` or ``"v"``) has."""
@@ -114,8 +123,10 @@ def _layer_attention(model: StandardizedTransformer, layer: int) -> torch.nn.Mod
     return layers[layer].get_submodule(model.paths["self_attn"])
 
 
-def attention_layout(model: StandardizedTransformer) -> AttentionLayout:
-    """Resolve the spec's attention fields against ``model``'s layer-0 attention module.
+def attention_layout(model: StandardizedTransformer, layer: int | None = None) -> AttentionLayout:
+    """Resolve the spec's attention fields against layer ``layer``'s attention module (``None``:
+    the first attention layer). Head counts are that layer's (`config_value` with ``layer``:
+    a heterogeneous config's ``per_layer_config``), head sizes come from its projections.
 
     Raises:
         UnavailableComponentError: the model has no attention, or no head count.
@@ -130,14 +141,18 @@ def attention_layout(model: StandardizedTransformer) -> AttentionLayout:
     attention_layers = model.attention_layers
     if model.paths["self_attn"] is not None and not attention_layers:
         raise UnavailableComponentError(f"{spec.name}: no layer of this model is softmax attention.")
-    attention = _layer_attention(model, attention_layers[0] if attention_layers else 0)
-    num_heads = model.num_heads
+    if layer is None:
+        layer = attention_layers[0] if attention_layers else 0
+    attention = _layer_attention(model, layer)
+    configured_heads = config_value(model._module.config, spec.num_heads_keys, layer=layer)
+    num_heads = int(configured_heads) if configured_heads is not None else model.num_heads
     if not num_heads:
         raise UnavailableComponentError(
             f"{spec.name}: the config gives no number of attention heads (tried {spec.num_heads_keys})."
         )
     q, k, v = (_first_submodule(attention, spec.path(part)) for part in ("q_proj", "k_proj", "v_proj"))
-    separate = (q, k, v) if q is not None and k is not None and v is not None else None
+    # A layer may lack only its value projection (Gemma 4's attention_k_eq_v layers reuse the keys).
+    separate = (q, k, v) if q is not None and k is not None else None
     fused = None if separate is not None else _first_submodule(attention, spec.path("qkv_proj"))
     o_proj = _first_submodule(attention, spec.path("o_proj"))
 
@@ -148,20 +163,28 @@ def attention_layout(model: StandardizedTransformer) -> AttentionLayout:
     if width:
         head_dim = width // num_heads
     else:
-        configured = config_value(model._module.config, ("head_dim",))
+        configured = config_value(model._module.config, ("head_dim",), layer=layer)
         head_dim = int(configured) if configured else model.hidden_size // num_heads
 
     num_kv_heads = num_heads
+    key_head_dim = value_head_dim = None
     if separate is not None:
         k_width = _features(separate[1][1], "out")
+        v_width = _features(separate[2][1], "out") if separate[2] is not None else None
+        # Query/key heads may be wider than the value heads the output projection reads
+        # (MiMo-V2-Flash: 192 and 128): the spec names the config key of their size.
+        configured_qk = config_value(model._module.config, spec.qk_head_dim_keys) if spec.qk_head_dim_keys else None
         if k_width:
-            num_kv_heads = k_width // head_dim
+            num_kv_heads = k_width // (int(configured_qk) if configured_qk else head_dim)
+            if num_kv_heads > 0:
+                key_head_dim = k_width // num_kv_heads
+                value_head_dim = v_width // num_kv_heads if v_width else None
     elif fused is not None and spec.qkv_layout == "blocks":
         total = _features(fused[1], "out")
         if total:
             num_kv_heads = (total - num_heads * head_dim) // (2 * head_dim)
     else:
-        configured = config_value(model._module.config, spec.num_kv_heads_keys)
+        configured = config_value(model._module.config, spec.num_kv_heads_keys, layer=layer)
         num_kv_heads = int(configured) if configured else num_heads
     if num_kv_heads <= 0 or num_heads % num_kv_heads:
         raise InvalidInputError(
@@ -171,7 +194,7 @@ def attention_layout(model: StandardizedTransformer) -> AttentionLayout:
     return AttentionLayout(
         q_proj=separate[0][0] if separate is not None else None,
         k_proj=separate[1][0] if separate is not None else None,
-        v_proj=separate[2][0] if separate is not None else None,
+        v_proj=separate[2][0] if separate is not None and separate[2] is not None else None,
         qkv_proj=fused[0] if fused is not None else None,
         qkv_layout=spec.qkv_layout,
         o_proj=o_proj[0] if o_proj is not None else None,
@@ -179,6 +202,8 @@ def attention_layout(model: StandardizedTransformer) -> AttentionLayout:
         num_heads=num_heads,
         num_kv_heads=num_kv_heads,
         head_dim=head_dim,
+        key_head_dim=key_head_dim,
+        value_head_dim=value_head_dim,
     )
 
 
@@ -207,20 +232,27 @@ class HeadsAccessor:
             raise InvalidInputError(f"unknown per-head site {site!r}; use one of {list(HEAD_SITES)}")
         self._model = model
         self.site = site
-        self._layout: AttentionLayout | None = None
+        self._layouts: dict[int | None, AttentionLayout] = {}
 
     @property
     def layout(self) -> AttentionLayout:
-        """The model's resolved `AttentionLayout` (computed on first use)."""
-        if self._layout is None:
-            self._layout = attention_layout(self._model)
-        return self._layout
+        """The `AttentionLayout` of the model's first attention layer (see `layout_for`)."""
+        return self.layout_for(None)
+
+    def layout_for(self, layer: int | None) -> AttentionLayout:
+        """Layer ``layer``'s resolved `AttentionLayout` (computed on first use, per layer)."""
+        if layer not in self._layouts:
+            self._layouts[layer] = attention_layout(self._model, layer)
+        return self._layouts[layer]
 
     # -- the raw tensor the forward uses, and its per-head view ------------------------------
 
     def _attention(self, layer: int) -> Any:
         model = self._model
         layer = normalize_layer(model, layer)
+        declared = model.spec.unavailable_sites.get(self.site)
+        if declared is not None:
+            raise self._unavailable(declared)
         attention = model._attention(layer)
         model._before_inside_mixer(layer)
         if self.layout.rotary_embedding is not None or model.attention_probabilities_enabled:
@@ -233,9 +265,8 @@ class HeadsAccessor:
     def _unavailable(self, why: str) -> UnavailableComponentError:
         return UnavailableComponentError(f"{self.site} of {self._model.spec.name}: {why}")
 
-    def _projection(self, attention: Any) -> tuple[Any, str]:
+    def _projection(self, attention: Any, layout: AttentionLayout) -> tuple[Any, str]:
         """(envoy, io) whose value holds this site's tensor."""
-        layout = self.layout
         if self.site == "heads_output":
             if layout.o_proj is None:
                 raise self._unavailable(
@@ -282,23 +313,27 @@ class HeadsAccessor:
         attention = self._attention(layer)
         if self.site in ("queries_rotated", "keys_rotated"):
             return self._rotary_call(attention).output[0 if self.site == "queries_rotated" else 1]
-        envoy, io = self._projection(attention)
+        envoy, io = self._projection(attention, self.layout_for(normalize_layer(self._model, layer)))
         return envoy.input if io == "input" else envoy.output
 
-    def to_heads(self, raw: torch.Tensor) -> torch.Tensor:
-        """``raw`` (see `raw`) as ``(batch, seq, heads, head_dim)``."""
-        layout = self.layout
+    def to_heads(self, raw: torch.Tensor, layer: int | None = None) -> torch.Tensor:
+        """``raw`` (see `raw`) of layer ``layer`` as ``(batch, seq, heads, head_dim)`` (``None``:
+        with the first attention layer's head counts)."""
+        layout = self.layout_for(None if layer is None else normalize_layer(self._model, layer))
         if self.site in ("queries_rotated", "keys_rotated"):
             return raw.transpose(1, 2)
         if self.site == "heads_output":
             return _split_heads(raw, layout.num_heads)
         part = self.site[0]
         if layout.q_proj is not None:
+            size = {"q": None, "k": layout.key_head_dim, "v": layout.value_head_dim}[part]
+            if size is not None:
+                # By head size, so that a layer with its own key/value head count splits right.
+                return raw.unflatten(-1, (-1, size))
             return _split_heads(raw, layout.heads_of(part))
-        return self._fused_part(raw, part)
+        return self._fused_part(raw, part, layout)
 
-    def _fused_part(self, fused: torch.Tensor, part: str) -> torch.Tensor:
-        layout = self.layout
+    def _fused_part(self, fused: torch.Tensor, part: str, layout: AttentionLayout) -> torch.Tensor:
         d = layout.head_dim
         if layout.qkv_layout == "interleaved_heads":
             offset = "qkv".index(part) * d
@@ -308,20 +343,19 @@ class HeadsAccessor:
         width = q_width if part == "q" else kv_width
         return _split_heads(fused[..., start : start + width], layout.heads_of(part))
 
-    def _from_heads(self, raw: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-        layout = self.layout
+    def _from_heads(self, raw: torch.Tensor, value: torch.Tensor, layout: AttentionLayout) -> torch.Tensor:
         if self.site in ("queries_rotated", "keys_rotated"):
             return value.transpose(1, 2)
         if self.site == "heads_output" or layout.q_proj is not None:
             return value.reshape(raw.shape)
         rebuilt = raw.clone()
-        self._fused_part(rebuilt, self.site[0])[...] = value
+        self._fused_part(rebuilt, self.site[0], layout)[...] = value
         return rebuilt
 
     # -- indexing ------------------------------------------------------------------------------
 
     def __getitem__(self, layer: int) -> torch.Tensor:
-        return self.to_heads(self.raw(layer))
+        return self.to_heads(self.raw(layer), layer)
 
     def __setitem__(self, layer: int, value: torch.Tensor) -> None:
         current = self[layer]
@@ -332,15 +366,16 @@ class HeadsAccessor:
             )
         attention = self._attention(layer)
         raw = self.raw(layer)
+        layout = self.layout_for(normalize_layer(self._model, layer))
         value = value.to(dtype=raw.dtype, device=raw.device)
-        replacement = self._from_heads(raw, value)
+        replacement = self._from_heads(raw, value, layout)
         if self.site in ("queries_rotated", "keys_rotated"):
             call = self._rotary_call(attention)
             rotated = call.output
             index = 0 if self.site == "queries_rotated" else 1
             call.output = tuple(replacement if i == index else item for i, item in enumerate(rotated))
             return
-        envoy, io = self._projection(attention)
+        envoy, io = self._projection(attention, layout)
         if io == "input":
             envoy.input = replacement
         else:
@@ -417,11 +452,15 @@ class HeadResultsAccessor:
 
     @property
     def layout(self) -> AttentionLayout:
-        """The model's resolved `AttentionLayout`."""
+        """The `AttentionLayout` of the model's first attention layer."""
         return self._model.heads_output.layout
 
+    def layout_for(self, layer: int) -> AttentionLayout:
+        """Layer ``layer``'s resolved `AttentionLayout`."""
+        return self._model.heads_output.layout_for(layer)
+
     def _projection(self, layer: int) -> tuple[torch.Tensor, torch.Tensor | None] | str:
-        layout = self.layout
+        layout = self.layout_for(layer)
         if layout.o_proj is None:
             return f"no output projection found (spec o_proj={self._model.spec.o_proj!r})"
         o_proj = _layer_attention(self._model, layer).get_submodule(layout.o_proj)
@@ -457,8 +496,8 @@ class HeadResultsAccessor:
         its (batch, seq, hidden) gradient to (batch, seq, heads, hidden)."""
         layer = normalize_layer(self._model, layer)
         self._weights(layer)
-        envoy = _child(self._model.heads_output._attention(layer), cast(str, self.layout.o_proj))
-        heads = self.layout.num_heads
+        envoy = _child(self._model.heads_output._attention(layer), cast(str, self.layout_for(layer).o_proj))
+        heads = self.layout_for(layer).num_heads
 
         def spread(gradient: torch.Tensor) -> torch.Tensor:
             return gradient.unsqueeze(-2).expand(*gradient.shape[:-1], heads, gradient.shape[-1])
@@ -469,9 +508,10 @@ class HeadResultsAccessor:
         layer = normalize_layer(self._model, layer)
         weight, bias = self._weights(layer)
         heads_output = self._model.heads_output
-        envoy = _child(heads_output._attention(layer), cast(str, self.layout.o_proj))
+        layout = self.layout_for(layer)
+        envoy = _child(heads_output._attention(layer), cast(str, layout.o_proj))
         current = envoy.output
-        expected = (*current.shape[:-1], self.layout.num_heads, weight.shape[-1])
+        expected = (*current.shape[:-1], layout.num_heads, weight.shape[-1])
         if tuple(getattr(value, "shape", ())) != expected:
             raise InvalidInputError(
                 f"heads_result[{layer}] has shape {expected} (batch, seq, heads, hidden) but the value has "
@@ -514,7 +554,7 @@ def project_heads(
         True
     """
     layer = normalize_layer(model, layer)
-    layout = attention_layout(model)
+    layout = attention_layout(model, layer)
     if layout.o_proj is None:
         raise UnavailableComponentError(
             f"{model.spec.name}: no output projection found (spec o_proj={model.spec.o_proj!r})."

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from nnterp.compat import *  # noqa: F403  (1.x's names live in nnterp.compat now)
 from nnterp.compat import CONTAINERS, LEGACY_NAMES, RenameConfig, __all__ as _compat_names
 from nnterp.errors import InvalidInputError, RenamingError
-from nnterp.spec import ArchitectureSpec
+from nnterp.spec import ArchitectureSpec, config_value
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
@@ -73,7 +73,7 @@ def _config_size(model: Any, keys: list[str], given: Any, field: str, raise_erro
         keys = [*keys, *given]
     config = text_config(model)
     for key in keys:
-        value = getattr(config, key, None)
+        value = config_value(config, (key,))
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     if raise_error:

@@ -184,6 +184,9 @@ class ArchitectureSpec:
             positions are not rotary (GPT-2).
         num_kv_heads_keys: config attribute names giving the number of key/value heads; used
             only when the projections' sizes cannot tell (fused ``"interleaved_heads"``).
+        qk_head_dim_keys: config attribute names giving the size of one query/key head, when
+            it differs from the value heads' (the output projection's input per head):
+            MiMo-V2-Flash's ``("head_dim",)`` (192, values 128). ``()``: one head size.
         position_ids_from_mask: Left-padded batches get position ids counted from each row's
             first real token (nnsight supplies them). ``False`` for models that derive
             positions from the padded ``input_ids`` themselves (RoBERTa's ``padding_idx``
@@ -210,6 +213,16 @@ class ArchitectureSpec:
             ``model.vision_layers``; ``None`` for text-only models.
         optional_parts: Standard parts that some configs of the family leave out (OPT-350m
             has no final norm): resolved to ``None`` there instead of failing.
+        conditional_layers: Blocks that the model runs only when its forward gets an input,
+            ``{layer class name: input name}`` (Mllama's ``{"MllamaCrossAttentionDecoderLayer":
+            "cross_attention_states"}``: text-only inputs skip its cross-attention layers). In a
+            run without that input every site of such a layer raises `UnavailableComponentError`
+            naming it, instead of waiting for a module that never runs.
+        padding_side: The side nnterp pads batches on: ``"left"`` (every causal LM whose
+            tokens only see earlier ones, so padding before a prompt changes nothing) or
+            ``"right"`` for models that carry a recurrent state through every position
+            (RWKV, xLSTM), where padding before a prompt would run through its state. Token
+            positions count from each prompt's first real token either way.
         position_embedding: Module path (from the root) of a position embedding that counts
             positions itself and ignores left padding (BART-family decoders); nnterp gives each
             row its own positions in left-padded batches (`nnterp.row_positions`).
@@ -257,6 +270,7 @@ class ArchitectureSpec:
     o_proj: PathSpec = "o_proj"
     rotary_embedding: str | None = "apply_rotary_pos_emb"
     num_kv_heads_keys: tuple[str, ...] = ("num_key_value_heads", "num_kv_heads", "n_head_kv")
+    qk_head_dim_keys: tuple[str, ...] = ()
     attention_sinks: bool = False
     position_ids_from_mask: bool = True
     attention_contribution: Contribution = MODULE_OUTPUT
@@ -268,6 +282,8 @@ class ArchitectureSpec:
     unembedding_projection: str | None = None
     optional_parts: tuple[str, ...] = ()
     position_embedding: str | None = None
+    padding_side: str = "left"
+    conditional_layers: Mapping[str, str] = field(default_factory=dict)
     vision_layers: PathSpec = None
     down_proj: PathSpec = DEFAULT_DOWN_PROJ
     attention_norm: PathSpec = DEFAULT_ATTENTION_NORM
@@ -282,6 +298,10 @@ class ArchitectureSpec:
         if self.qkv_layout not in QKV_LAYOUTS:
             raise ValueError(
                 f"spec {self.name!r}: unknown qkv_layout {self.qkv_layout!r}; use one of {list(QKV_LAYOUTS)}"
+            )
+        if self.padding_side not in PADDING_SIDES:
+            raise ValueError(
+                f"spec {self.name!r}: padding_side must be one of {list(PADDING_SIDES)}, got {self.padding_side!r}"
             )
         for operation, _ in self.logits_postprocess:
             if operation not in LOGIT_OPERATIONS:
@@ -326,18 +346,66 @@ class ArchitectureSpec:
 
 
 LOGIT_OPERATIONS = ("softcap", "multiply", "divide")
+#: The sides a spec may pad batches on.
+PADDING_SIDES = ("left", "right")
 
 
-def config_value(config: Any, keys: tuple[str, ...]) -> Any:
+try:  # transformers >= 5.24: configs whose attributes may differ per layer
+    from transformers.integrations.heterogeneity import (
+        AmbiguousGlobalPerLayerAttributeError,
+    )
+except ImportError:  # pragma: no cover - older transformers have no per-layer configs
+
+    class AmbiguousGlobalPerLayerAttributeError(RuntimeError):  # type: ignore[no-redef]
+        """Stands in for transformers' error on versions without heterogeneous configs."""
+
+
+def _attribute(holder: Any, name: str) -> Any:
+    """``getattr(holder, name, None)``, also ``None`` for an attribute a heterogeneous config
+    sets per layer (reading it globally raises `AmbiguousGlobalPerLayerAttributeError`, which
+    ``getattr``'s default does not catch: it is no ``AttributeError``)."""
+    try:
+        return getattr(holder, name, None)
+    except AmbiguousGlobalPerLayerAttributeError:
+        return None
+
+
+def _layer_config(holder: Any, layer: int) -> Any:
+    """Layer ``layer``'s config of ``holder`` (``per_layer_config[layer]``), or ``holder`` when it
+    is homogeneous or has not that many layers."""
+    if not _attribute(holder, "is_heterogeneous"):
+        return holder
+    per_layer = _attribute(holder, "per_layer_config")
+    if per_layer is None or isinstance(per_layer, Mapping):
+        return holder
+    try:
+        return per_layer[layer]
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return holder
+
+
+def config_value(config: Any, keys: tuple[str, ...], layer: int | None = None) -> Any:
     """The first of ``keys`` that ``config`` (or its ``text_config``) sets to a non-None value; a
-    dotted key (``"text_config.hidden_size"``) names a nested config's attribute."""
-    for holder in (config, getattr(config, "text_config", None)):
+    dotted key (``"text_config.hidden_size"``) names a nested config's attribute.
+
+    An attribute a heterogeneous config (transformers' ``per_layer_config``) sets per layer
+    has no global value: it reads as ``None`` unless ``layer`` is given, in which case that
+    layer's value is read (``config.per_layer_config[layer]``).
+
+    Example:
+        >>> config_value(gemma4_config, ("head_dim",))            # differs per layer
+        >>> config_value(gemma4_config, ("head_dim",), layer=5)   # a full-attention layer
+        512
+    """
+    for holder in (config, _attribute(config, "text_config")):
         if holder is None:
             continue
+        if layer is not None:
+            holder = _layer_config(holder, layer)
         for key in keys:
             value = holder
             for name in key.split("."):
-                value = getattr(value, name, None)
+                value = _attribute(value, name)
             if value is not None:
                 return value
     return None

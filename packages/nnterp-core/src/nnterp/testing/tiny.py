@@ -97,23 +97,125 @@ def tiny_config(model_type: str, **overrides: Any) -> Any:
 
     Generic small sizes are set on every attribute the config has; the architecture spec's
     ``tiny_config`` and ``overrides`` are applied on top. Sub-configs of composite models
-    (``text_config``, ``vision_config``, ...) get the same values, where they have the attribute.
+    (``text_config``, ``vision_config``, ...) get the same values, where they have the attribute;
+    a dotted override (``"text_config.global_head_dim"``, ``"attn_config.rope_theta"``) sets one
+    sub-config's attribute.
+
+    Configs whose layers are described per layer (transformers' heterogeneous configs, with
+    a ``per_layer_config``), and configs whose defaults do not validate, are instead built
+    from the small values, so the config class itself derives its per-layer lists and
+    overrides from the tiny layer count (a default config shrunk afterwards would keep per-layer
+    entries for layers that no longer exist).
+
+    Example:
+        >>> config = tiny_config("gemma4_text", global_head_dim=32)
+        >>> config.layer_types, config.per_layer_config[1].head_dim    # layer 1: full attention
+        (['sliding_attention', 'full_attention'], 32)
     """
     from transformers import AutoConfig
 
-    config = AutoConfig.for_model(model_type)
     values = {**GENERIC_TINY_CONFIG, **overrides}
-    _set_values(config, values, forced=overrides)
+    try:
+        config = AutoConfig.for_model(model_type)
+    except Exception:  # noqa: BLE001 - the defaults do not validate: build it from the values
+        config = None
+    if config is None or _is_heterogeneous(config):
+        return _constructed_config(model_type, values, overrides)
+    _set_values(config, values, forced=_own_keys(overrides))
     for name in getattr(config, "sub_configs", None) or {}:
         sub_config = getattr(config, name, None)
         if sub_config is not None and hasattr(sub_config, "to_dict"):
             _set_values(sub_config, values, forced=())
+            _set_values(sub_config, _nested(overrides, name), forced=_nested(overrides, name))
     return config
+
+
+def _own_keys(overrides: dict[str, Any]) -> dict[str, Any]:
+    """The overrides that name an attribute of the config itself (not a dotted sub-config key)."""
+    return {key: value for key, value in overrides.items() if "." not in key}
+
+
+def _nested(overrides: dict[str, Any], name: str) -> dict[str, Any]:
+    """The dotted overrides of sub-config ``name`` (``"text_config.x"`` -> ``{"x": ...}``)."""
+    prefix = f"{name}."
+    return {key[len(prefix):]: value for key, value in overrides.items() if key.startswith(prefix)}
+
+
+def _is_heterogeneous(config: Any) -> bool:
+    """Whether ``config`` or one of its sub-configs has per-layer overrides (``per_layer_config``)."""
+    holders = [config] + [getattr(config, name, None) for name in getattr(config, "sub_configs", None) or {}]
+    return any(bool(getattr(holder, "is_heterogeneous", False)) for holder in holders if holder is not None)
+
+
+def _has_attribute(config: Any, key: str) -> bool:
+    """``hasattr`` that counts a heterogeneous config's per-layer attributes (reading them globally
+    raises transformers' ``AmbiguousGlobalPerLayerAttributeError``, which is no ``AttributeError``)."""
+    try:
+        return hasattr(config, key)
+    except RuntimeError:  # AmbiguousGlobalPerLayerAttributeError: set per layer, so it exists
+        return True
+
+
+def _field_names(config_class: Any) -> set[str]:
+    """The constructor arguments a config class takes by name: its dataclass fields and the
+    aliases of its ``attribute_map``."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(config_class)} if dataclasses.is_dataclass(config_class) else set()
+    return names | set(getattr(config_class, "attribute_map", None) or {})
+
+
+def _class_kwargs(config_class: Any, values: dict[str, Any], forced: dict[str, Any]) -> dict[str, Any]:
+    """Constructor arguments for ``config_class``: the ``values`` it has a field for (an alias
+    left out when its target is given too) and every ``forced`` one."""
+    names = _field_names(config_class)
+    aliases = getattr(config_class, "attribute_map", None) or {}
+    kwargs = {key: copy.deepcopy(value) for key, value in values.items() if key in names}
+    for alias, target in aliases.items():
+        if alias in kwargs and target in kwargs:
+            del kwargs[alias]
+    kwargs.update(copy.deepcopy(forced))
+    return kwargs
+
+
+def _constructed_config(model_type: str, values: dict[str, Any], overrides: dict[str, Any]) -> Any:
+    """``model_type``'s config built from the small ``values`` (sub-configs from their own
+    share of them), so that everything the class derives from the layer count is derived from
+    the tiny one. On a composite config, an undotted override the composite class takes no
+    argument for goes to its ``text_config``."""
+    import dataclasses
+
+    from transformers import CONFIG_MAPPING
+
+    config_class = CONFIG_MAPPING[model_type]
+    sub_classes = getattr(config_class, "sub_configs", None) or {}
+    own = _own_keys(overrides)
+    if "text_config" in sub_classes:
+        # A composite config: overrides it takes no argument for are its language model's.
+        names = _field_names(config_class)
+        text_only = {key: value for key, value in own.items() if key not in names}
+        own = {key: value for key, value in own.items() if key in names}
+        overrides = {**{f"text_config.{key}": value for key, value in text_only.items()}, **overrides}
+    kwargs = _class_kwargs(config_class, values, own)
+    defaults = getattr(config_class, "sub_configs_defaults", None) or {}
+    for name, sub_class in sub_classes.items():
+        nested = _nested(overrides, name)
+        if isinstance(kwargs.get(name), dict) or name not in kwargs:
+            given = kwargs.get(name) or {}
+            default_type = getattr(defaults.get(name), "model_type", None)
+            if not dataclasses.is_dataclass(sub_class) and isinstance(default_type, str) and default_type in CONFIG_MAPPING:
+                # An AutoConfig sub-config (the Gemma-4 assistants' text_config): its default
+                # model type's config class, built here from the small values.
+                concrete = CONFIG_MAPPING[default_type]
+                kwargs[name] = concrete(**{**_class_kwargs(concrete, values, nested), **given})
+            else:
+                kwargs[name] = {**_class_kwargs(sub_class, values, nested), **given}
+    return config_class(**kwargs)
 
 
 def _set_values(config: Any, values: dict[str, Any], forced: Any) -> None:
     for key, value in values.items():
-        if key in forced or hasattr(config, key):
+        if key in forced or _has_attribute(config, key):
             try:
                 setattr(config, key, copy.deepcopy(value))
             except Exception:  # noqa: BLE001 - some configs guard attributes; keep their value

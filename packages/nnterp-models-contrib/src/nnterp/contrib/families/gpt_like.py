@@ -185,7 +185,9 @@ BIOGPT = OPT.with_classes(
     unembedding_projection=None,
 )
 
-#: XGLM keeps its probabilities as (batch * heads, q, k) inside the attention: not exposed.
+#: XGLM computes its probabilities as (batch * heads, q, k) with ``bmm``; nnterp views them as
+#: (batch, heads, q, k). Its scores are not readable: the first softmax call in its source is the
+#: float16 branch, which never runs in float32.
 XGLM = BIOGPT.with_classes(
     "XGLMForCausalLM",
     name="xglm",
@@ -193,7 +195,8 @@ XGLM = BIOGPT.with_classes(
     ln_final="model.layer_norm",
     lm_head="lm_head",
     embed_tokens="model.embed_tokens",
-    attention_probabilities=None,
+    attention_probabilities=("nn.functional.dropout",),
+    attention_scores=None,
 )
 
 #: The decoder half of BART-like seq2seq models, used alone as a causal LM (no encoder states,
@@ -222,8 +225,8 @@ BART_DECODER = OPT.with_classes(
     position_embedding="model.decoder.embed_positions",
 )
 
-#: MVP and TrOCR keep (batch * heads, q, k) probabilities, like XGLM: not exposed.
-MVP = BART_DECODER.with_classes("MvpForCausalLM", name="mvp", attention_probabilities=None)
+#: MVP and TrOCR compute (batch * heads, q, k) probabilities, like XGLM (viewed per head).
+MVP = BART_DECODER.with_classes("MvpForCausalLM", name="mvp", attention_probabilities=("nn.functional.dropout",))
 TROCR = MVP.with_classes("TrOCRForCausalLM", name="trocr", lm_head="output_projection")
 
 #: BigBird-Pegasus (pre-norm) normalizes the decoder output with ``layernorm_embedding``.

@@ -65,7 +65,6 @@ LLAMA_LIKE = ArchitectureSpec(
         "MellumForCausalLM",
         "MinistralForCausalLM",
         "Ministral3ForCausalLM",
-        "MllamaForCausalLM",
         "MoshiForCausalLM",
         "NemotronForCausalLM",
         "OlmoForCausalLM",
@@ -91,7 +90,6 @@ LLAMA_MOE = LLAMA_LIKE.with_classes(
     "Glm4MoeForCausalLM",
     "HunYuanMoEV1ForCausalLM",
     "HYV3ForCausalLM",
-    "MiMoV2FlashForCausalLM",
     "MiniMaxM2ForCausalLM",
     "MiniMaxM3VLForCausalLM",
     "MixtralForCausalLM",
@@ -194,12 +192,46 @@ MLA = LLAMA_LIKE.with_classes(
     "AXK2ForCausalLM",
     "DeepseekV2ForCausalLM",
     "DeepseekV3ForCausalLM",
-    "DeepseekV32ForCausalLM",
     "Glm4MoeLiteForCausalLM",
-    "GlmMoeDsaForCausalLM",
     "YoutuForCausalLM",
     name="mla",
     tiny_config=MLA_TINY,
+)
+
+#: Mllama's text model: Llama blocks, and at config.cross_attention_layers tanh-gated
+#: cross-attention blocks that attend to the vision tower's states; text-only inputs (no
+#: cross_attention_states) skip those blocks.
+MLLAMA = LLAMA_LIKE.with_classes(
+    "MllamaForCausalLM",
+    name="mllama",
+    conditional_layers={"MllamaCrossAttentionDecoderLayer": "cross_attention_states"},
+)
+
+#: DeepSeek sparse attention (DeepSeek-V3.2, GLM-MoE-DSA). Each layer's indexer scores every
+#: key with a ReLU per indexer head, sums the heads with learned weights and keeps the top
+#: ``index_topk`` keys. Keys whose ReLU is 0 on every head tie at exactly 0, and ``torch.topk``
+#: breaks ties by position, which left padding shifts: with the 2 indexer heads of MLA_TINY the
+#: plain HF model itself keeps different keys for a prompt in a padded batch than alone
+#: (measured: 2 of 5 seeds). 16 indexer heads make such exact ties vanishingly rare, as in the
+#: real models (32, 64); ``index_topk`` stays below the prompt lengths so the sparse selection
+#: is exercised.
+DSA = MLA.with_classes(
+    "DeepseekV32ForCausalLM",
+    "GlmMoeDsaForCausalLM",
+    name="dsa",
+    tiny_config={**MLA_TINY, "index_n_heads": 16},
+)
+
+#: MiMo-V2-Flash: sliding-window layers have learned attention sinks (a per-head logit
+#: concatenated to the scores, dropped after the softmax) and twice the key/value heads of the
+#: full-attention layers; query/key heads are ``head_dim`` wide, value heads ``v_head_dim``.
+MIMO_V2_FLASH = LLAMA_MOE.with_classes(
+    "MiMoV2FlashForCausalLM",
+    name="mimo_v2_flash",
+    attention_sinks=True,
+    qk_head_dim_keys=("head_dim",),
+    # v_head_dim kept different from head_dim (16), as in the real model (192 and 128).
+    tiny_config={**MOE_TINY, "v_head_dim": 8},
 )
 
 #: MiniCPM3 divides the final hidden state by ``logits_scaling`` before the head.
@@ -325,7 +357,7 @@ PERSIMMON = FINAL_LAYERNORM.with_classes("PersimmonForCausalLM", name="persimmon
 JETMOE = LLAMA_LIKE.with_classes("JetMoeForCausalLM", name="jetmoe", self_attn="self_attention", tiny_config=MOE_TINY)
 
 SPECS = (
-    LLAMA_LIKE, LLAMA_MOE, SANDWICH, SANDWICH_MOE, GLM4, GLM4_MOE_SANDWICH, AFMOE, HYPERCLOVAX, MINIMAX, BEAM, SINKS_MOE, PER_LAYER_HEADS_MOE, INKLING, MLA, MINICPM3, COHERE, COHERE_MOE, GRANITE, GRANITE_SWA,
+    LLAMA_LIKE, LLAMA_MOE, SANDWICH, SANDWICH_MOE, GLM4, GLM4_MOE_SANDWICH, AFMOE, HYPERCLOVAX, MINIMAX, BEAM, SINKS_MOE, PER_LAYER_HEADS_MOE, INKLING, MLA, DSA, MIMO_V2_FLASH, MLLAMA, MINICPM3, COHERE, COHERE_MOE, GRANITE, GRANITE_SWA,
     GRANITE_MOE, GRANITE_MOE_SWA, SOFTCAPPED, NANOCHAT, INKLING2, FEED_FORWARD, PHI, PERSIMMON, JETMOE,
     STABLELM,
 )
