@@ -69,6 +69,93 @@ def rename_mapping(paths: dict[str, str | None]) -> dict[str, str]:
     return mapping
 
 
+def displaced_children(model: torch.nn.Module, paths: dict[str, str | None]) -> dict[str, str]:
+    """``{standard name: native path}`` of the standard parts whose name is already a native
+    child, holding another module, of the module the name goes on (the root for root parts,
+    a layer for ``self_attn``/``mlp``).
+
+    ModernBERT-decoder's unembedding is ``decoder`` while its root's ``lm_head`` child is the
+    prediction head before it: ``{"lm_head": "decoder"}``. NNsight's ``rename=`` refuses such
+    an alias; `split_aliases` takes them out of it and `bind_displaced` binds them after the
+    envoy tree is built, the native child moving to ``E_<name>``
+    (`nnterp.nnsight_seams.mount_over_child`).
+    """
+
+    def other_child(module: torch.nn.Module, name: str, path: str) -> bool:
+        child = module._modules.get(name)
+        return child is not None and _has_submodule(module, path) and child is not module.get_submodule(path)
+
+    displaced: dict[str, str] = {}
+    for part in ROOT_PARTS:
+        path = paths.get(part)
+        if path is not None and path != part and other_child(model, part, path):
+            displaced[part] = path
+    layers_path = paths.get("layers")
+    layers = list(cast(torch.nn.ModuleList, model.get_submodule(layers_path))) if layers_path else []
+    for part in LAYER_PARTS:
+        path = paths.get(part)
+        if path is not None and path != part and any(other_child(layer, part, path) for layer in layers):
+            displaced[part] = path
+    return displaced
+
+
+def split_aliases(
+    model: torch.nn.Module, paths: dict[str, str | None], aliases: dict[Any, Any]
+) -> tuple[dict[Any, Any], dict[str, str]]:
+    """``(rename for NNsight, displaced standard names)``: ``aliases`` without the standard
+    names `displaced_children` finds, and those names with their native paths, to bind with
+    `bind_displaced` once NNsight has built the envoy tree.
+
+    Example:
+        >>> rename, displaced = split_aliases(hf_model, paths, rename_mapping(paths))
+        >>> displaced                   # ModernBERT-decoder
+        {'lm_head': 'decoder'}
+    """
+    displaced = displaced_children(model, paths)
+    if not displaced:
+        return dict(aliases), {}
+    rename: dict[Any, Any] = {}
+    for key, value in aliases.items():
+        if isinstance(value, str):
+            if value not in displaced:
+                rename[key] = value
+            continue
+        kept = [alias for alias in value if alias not in displaced]
+        if kept:
+            rename[key] = kept
+    return rename, displaced
+
+
+def _envoy_at(envoy: Any, path: str) -> Any:
+    """The envoy at native module ``path`` below ``envoy``: a child NNsight or nnterp mounted
+    under the prefixed name (``E_output``, ``E_lm_head``) is found there first."""
+    from nnsight.intervention.envoy import Envoy
+
+    for name in path.split("."):
+        moved = envoy.__dict__.get(f"{Envoy.OVERLOAD_PREFIX}{name}")
+        envoy = moved if isinstance(moved, Envoy) else getattr(envoy, name)
+    return envoy
+
+
+def bind_displaced(model: Any, paths: dict[str, str | None], displaced: dict[str, str]) -> None:
+    """Bind each standard name of ``displaced`` (from `split_aliases`) on the NNsight model
+    ``model``: a root part on the root, a layer part on every layer that has its path; the
+    native child of that name stays reachable as ``E_<name>`` at its own path.
+
+    Raises:
+        RenamingError: the name is taken on the envoy by something that is not a native child.
+    """
+    from nnterp.nnsight_seams import mount_over_child
+
+    for part, path in displaced.items():
+        if part in ROOT_PARTS:
+            mount_over_child(model, part, _envoy_at(model, path), path)
+            continue
+        for layer in _envoy_at(model, cast(str, paths["layers"])):
+            if _has_submodule(layer._module, path):
+                mount_over_child(layer, part, _envoy_at(layer, path), path)
+
+
 def candidate_modules(model: torch.nn.Module, limit: int = 12) -> dict[str, list[str]]:
     """Module names in ``model`` that could be each standard part, for error messages."""
     vocab = getattr(getattr(model, "config", None), "vocab_size", None)

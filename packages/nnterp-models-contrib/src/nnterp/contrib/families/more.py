@@ -28,7 +28,8 @@ GIT = BIG_BIRD.with_classes(
 #: ModernBERT decoder: pre-norm blocks (``attn_norm`` is an ``Identity`` in layer 0) with
 #: ``attn`` and ``mlp``; after ``model.final_norm`` the logits are ``decoder(lm_head(x))``,
 #: where the native ``lm_head`` is a dense/activation/LayerNorm prediction head: it is the
-#: unembedding projection, and ``decoder`` the unembedding.
+#: unembedding projection, and ``decoder`` the unembedding. The standard ``model.lm_head`` is
+#: ``decoder``; the native head moves to ``model.E_lm_head`` (`nnterp.renaming.split_aliases`).
 MODERNBERT_DECODER = ArchitectureSpec(
     name="modernbert_decoder",
     model_classes=("ModernBertDecoderForCausalLM",),
@@ -38,11 +39,14 @@ MODERNBERT_DECODER = ArchitectureSpec(
     embed_tokens="model.embeddings.tok_embeddings",
     unembedding_projection="lm_head",
     o_proj="Wo",
+    down_proj="Wo",
+    attention_norm="attn_norm",
+    mlp_norm="mlp_norm",
 )
 
-PENDING_SPECS: tuple[ArchitectureSpec, ...] = (MODERNBERT_DECODER,)
+PENDING_SPECS: tuple[ArchitectureSpec, ...] = ()
 
-SPECS: tuple[ArchitectureSpec, ...] = (GIT,)
+SPECS: tuple[ArchitectureSpec, ...] = (GIT, MODERNBERT_DECODER)
 
 
 def _hyper_connections(update: str) -> str:
@@ -88,14 +92,12 @@ NOT_STANDARDIZED: dict[str, str] = {
         "so the standard self_attn cannot name one attention, and a layer adds two attention outputs and three "
         "MLP outputs where the tree has one site of each"
     ),
-    "modernbert-decoder": (
-        "the spec is ready (nnterp.contrib.families.more.MODERNBERT_DECODER) but the unembedding is `decoder` "
-        "while a native `lm_head` is the prediction head before it (logits = decoder(lm_head(final_norm(x)))); "
-        "NNsight's rename will not bind the alias lm_head over the native child of that name"
-    ),
     "prophetnet": (
         "each decoder layer carries the main stream and config.ngram predicting streams concatenated along "
-        "the sequence, (batch, (1 + ngram) * seq, hidden); only the first seq positions are the main stream"
+        "the sequence, (batch, (1 + ngram) * seq, hidden), and the logits are lm_head of the first predicting "
+        "stream (positions seq to 2 * seq), not of the main stream: that stream starts from ngram_embeddings[0] "
+        "plus positions (no token embedding) and reads the tokens only by attending to the main stream, and "
+        "lm_head's output is (batch, ngram, seq, vocab); no spec field slices a stream out of a layer's output"
     ),
     "qwen4_exp": (
         "gated hyper-connections: the stream is hc_count streams flattened to (batch, seq, hc_count * hidden); "
@@ -104,8 +106,10 @@ NOT_STANDARDIZED: dict[str, str] = {
         "n-gram embedding inline, and hyper_connection_mixer collapses the streams before lm_head"
     ),
     "xlm": (
-        "XLM has no block modules: each layer's attention, layer_norm1, ffn and layer_norm2 sit in four separate "
-        "ModuleLists applied in a loop of the model's forward, so no module's input and output are a layer's"
+        "XLM has no block modules: layer i is attentions[i], layer_norm1[i], ffns[i] and layer_norm2[i], four "
+        "separate ModuleLists applied post-norm in a loop of the model's forward; attentions[i]'s input is the "
+        "stream entering layer i and layer_norm2[i]'s output (times the padding mask) the stream leaving it, but "
+        "no one module has both, and none of them is a parent of the others for self_attn/mlp paths"
     ),
     "xlnet": (
         "XLNet's stream is sequence-first, (seq, batch, hidden) (input_ids are transposed on entry), its blocks "
