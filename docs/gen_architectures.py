@@ -98,7 +98,9 @@ def _identity(entry: dict[str, Any]) -> str:
 def render_status(document: dict[str, Any], specs: dict[str, tuple[str, str]]) -> str:
     """The Markdown of a status document: versions, totals and one row per model type."""
     models: dict[str, dict[str, Any]] = document.get("models", {})
-    from nnterp.contrib.families.more import NOT_STANDARDIZED as not_standardized
+    from nnterp.plugins import get_registry
+
+    not_standardized = get_registry().unsupported_models
     versions = document.get("versions", {})
     lines = []
     if versions:

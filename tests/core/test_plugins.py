@@ -156,3 +156,26 @@ def test_toy_plugin_model_validates_and_its_intervention_runs():
             expected.append(x[:, -1].norm(dim=-1))
     torch.testing.assert_close(norms, torch.stack(expected, dim=1))
     assert "L2=" in intervention.render(model, ["Hello world", "The cat"], norms)
+
+
+def test_unsupported_model_types_are_registered_with_their_reason_and_named_on_load():
+    # A plugin's reason reaches the registry, the sweep's status entry and the load error.
+    import warnings
+
+    from nnterp import StandardizedTransformer
+    from nnterp.errors import RenamingError
+    from nnterp.hookspecs import hookimpl
+    from nnterp.plugins import PluginInfo, build_registry
+    from nnterp.testing import tiny_model, tiny_tokenizer
+
+    class Plugin:
+        @hookimpl
+        def register_unsupported_models(self, register):
+            register("xlnet", "a reason written for this test")
+
+    registry = build_registry([(Plugin(), PluginInfo("test", "test-dist", "0"))])
+    assert registry.unsupported_models["xlnet"] == "a reason written for this test"
+    hf_model = tiny_model("xlnet")
+    with pytest.raises(RenamingError, match="Known limitation of xlnet"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        StandardizedTransformer(hf_model, tiny_tokenizer())

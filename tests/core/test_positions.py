@@ -37,9 +37,19 @@ def test_out_of_range_names_the_prompt_and_is_both_error_kinds():
     assert nnterp.TokenPositionError is TokenPositionError and nnterp.LayerIndexError is LayerIndexError
 
 
-def test_right_padding_is_refused():
-    with pytest.raises(InvalidInputError, match="padding_side='left'"):
-        absolute_positions(torch.tensor([[1, 1, 0]]), torch.tensor([[0]]), "idx")
+def test_right_and_two_sided_padding_count_within_each_prompt():
+    # Columns written out: row 0 is all real, row 1 pads on the right, row 2 on both sides.
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [0, 1, 1, 0]])
+    relative = torch.tensor([[0, -1, 1], [0, -1, 1], [0, -1, 1]])
+    expected = torch.tensor([[0, 3, 1], [0, 1, 1], [1, 2, 2]])
+    assert torch.equal(absolute_positions(mask, relative, "idx"), expected)
+    with pytest.raises(TokenPositionError, match="prompt 1, which has 2 tokens"):
+        absolute_positions(mask, torch.tensor([[2], [2], [0]]), "idx")
+
+
+def test_padding_inside_a_prompt_is_refused():
+    with pytest.raises(InvalidInputError, match="prompt 1 has padding between its real tokens"):
+        absolute_positions(torch.tensor([[1, 1, 1], [1, 0, 1]]), torch.tensor([[0], [0]]), "idx")
 
 
 def test_position_lists():

@@ -113,12 +113,22 @@ def test_the_printed_diff_has_column_labels_and_one_row_per_change():
     assert len(lines) == 2 + 8 + 1  # header, rule, eight changed types, summary
     assert lines[-1] == (
         "1 newly failing, 1 newly passing, 1 new type, 1 removed type, 3 changed, 1 no verdict, "
-        "2 unchanged; 2 regression(s)"  # stays, same_failure
+        "0 untested here, 2 unchanged; 2 regression(s)"  # stays, same_failure
     )
     assert format_diff(diff_registries({"a": _entry()}, {"a": _entry()})) == (
         "0 newly failing, 0 newly passing, 0 new type, 0 removed type, 0 changed, 0 no verdict, "
-        "1 unchanged; no regression"
+        "0 untested here, 1 unchanged; no regression"
     )
+
+
+def test_a_result_measured_on_other_versions_only_is_no_regression_here():
+    shipped = {"a": {**_entry(), "tested_with": {"transformers": ["5.24.0"]}}, "b": _entry()}
+    fresh = {"a": {"status": "fail", "checks": {}, "error": "boom"}, "b": {"status": "fail", "checks": {}, "error": "x"}}
+    older = diff_registries(shipped, fresh, ["a", "b"], "5.22.2")
+    assert [c.model_type for c in older.untested_here] == ["a"] and not older.untested_here[0].regression
+    assert [c.model_type for c in older.newly_failing] == ["b"]  # no tested_with: claims every version
+    same = diff_registries(shipped, fresh, ["a", "b"], "5.24.0")
+    assert [c.model_type for c in same.newly_failing] == ["a", "b"] and same.regressed
 
 
 # -- the command, end to end on three tiny types ----------------------------------------------

@@ -344,7 +344,7 @@ def position_columns(attention_mask: torch.Tensor, positions: Positions) -> torc
     """Columns of the padded batch holding ``positions`` of each prompt: (batch, n), or None.
 
     A position ``p >= 0`` counts from a prompt's first real token, ``p < 0`` from its last one
-    (left padding; see `nnterp.positions`), so a batch gives each prompt the same rows as
+    (padding on either side; see `nnterp.positions`), so a batch gives each prompt the same rows as
     running it alone. ``positions`` is shared by every prompt (an int or a list), or one list
     per prompt (a list of equally long lists, or a (batch, n) tensor).
 

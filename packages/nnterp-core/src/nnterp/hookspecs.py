@@ -65,6 +65,20 @@ def register_status_files(register: Callable[[str], None]) -> None:
 
 
 @hookspec
+def register_unsupported_models(register: Callable[[str, str], None]) -> None:
+    """Register causal-LM model types the plugin knows no spec can standardize, with the reason.
+
+    Call ``register(model_type, reason)``; ``nnterp run_tests`` records the reason in the status
+    registry (``"reason"``) and the architecture page shows it.
+
+    Example:
+        >>> @hookimpl
+        ... def register_unsupported_models(register):
+        ...     register("xlnet", "the stream is sequence-first, (seq, batch, hidden)")
+    """
+
+
+@hookspec
 def register_commands(register: Callable[..., None]) -> None:
     """Register subcommands of the ``nnterp`` CLI.
 

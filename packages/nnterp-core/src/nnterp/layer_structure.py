@@ -91,6 +91,8 @@ class LayerStructure:
             a rescaled residual), or ``None`` when they do.
         norms: Per layer, its `SublayerNorms`.
         parallel: The mixer and the MLP both read the block's input (no stream between them).
+        required_inputs: Per layer, the forward input without which the model skips the block
+            (the spec's ``conditional_layers``), or ``None``: it always runs.
     """
 
     mixers: tuple[Mixer | None, ...]
@@ -98,6 +100,18 @@ class LayerStructure:
     non_additive: str | None
     norms: tuple[SublayerNorms, ...] = ()
     parallel: bool = False
+    required_inputs: tuple[str | None, ...] = ()
+
+    def skipped_reason(self, layer: int, inputs: set[str] | None) -> str | None:
+        """Why layer ``layer`` does not run in a forward given ``inputs`` (names of its keyword
+        inputs; ``None``: unknown), or ``None`` when it runs."""
+        needed = self.required_inputs[layer] if layer < len(self.required_inputs) else None
+        if needed is None or inputs is None or needed in inputs:
+            return None
+        return (
+            f"layer {layer} runs only when the forward gets {needed} (the model skips it otherwise, "
+            "so its stream passes unchanged): give that input (e.g. images), or read the layers around it"
+        )
 
     @property
     def kinds(self) -> tuple[str | None, ...]:
@@ -241,6 +255,7 @@ def resolve_layer_structure(
         non_additive=POST_NORM_REASON if spec.is_post_norm(config) else spec.non_additive,
         norms=tuple(norms),
         parallel=spec.is_parallel(config),
+        required_inputs=tuple(spec.conditional_layers.get(type(layer).__name__) for layer in layers),
     )
 
 

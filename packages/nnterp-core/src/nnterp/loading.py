@@ -191,18 +191,20 @@ def _accelerator_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def prepare_tokenizer(tokenizer: Any, *, copy_if_changed: bool = True) -> Any:
+def prepare_tokenizer(tokenizer: Any, *, copy_if_changed: bool = True, padding_side: str = "left") -> Any:
     """``tokenizer`` set up for batched causal-LM tracing.
 
     Left padding (so the last position of every row is a real token; nnsight then derives
-    position ids from the attention mask), and a pad token when there is none (the EOS, BOS or
-    UNK token, in that order). A tokenizer that already pads left with a pad token is
+    position ids from the attention mask), or the side the architecture spec asks for
+    (`ArchitectureSpec.padding_side`), and a pad token when there is none (the EOS, BOS or
+    UNK token, in that order). A tokenizer that already pads on that side with a pad token is
     returned as it is.
 
     Args:
         tokenizer: a transformers tokenizer.
         copy_if_changed: change a copy, so that the caller's tokenizer is never modified
             (False only for a tokenizer nnterp loaded itself).
+        padding_side: ``"left"`` or ``"right"``.
 
     Example:
         >>> prepared = prepare_tokenizer(AutoTokenizer.from_pretrained("gpt2"))
@@ -217,12 +219,13 @@ def prepare_tokenizer(tokenizer: Any, *, copy_if_changed: bool = True) -> Any:
             "a model object was passed without a tokenizer: pass tokenizer=AutoTokenizer."
             "from_pretrained(...) (or the tokenizer the model was trained with)."
         )
-    needs_padding_side = getattr(tokenizer, "padding_side", "left") != "left"
-    if not needs_padding_side and tokenizer.pad_token is not None:
+    needs_padding_side = getattr(tokenizer, "padding_side", "left") != padding_side
+    # NNsight sets its tokenizer to pad left: a right-padding tokenizer is always a copy.
+    if not needs_padding_side and tokenizer.pad_token is not None and padding_side == "left":
         return tokenizer
     prepared = copy.deepcopy(tokenizer) if copy_if_changed else tokenizer
     if needs_padding_side:
-        prepared.padding_side = "left"
+        prepared.padding_side = padding_side
     if prepared.pad_token is None:
         for candidate in ("eos_token", "bos_token", "unk_token"):
             token = getattr(prepared, candidate, None)

@@ -205,30 +205,25 @@ def _has_child(model: Any, name: str) -> bool:
 
 
 def _token_columns(attention_mask: torch.Tensor, idx: int) -> torch.Tensor:
-    """Per row, the column of token ``idx`` counted over the row's real tokens.
-
-    Left padding is nnterp's; a right-padded mask (a plain NNsight model whose tokenizer pads
-    right) is read mirrored, so ``idx`` still counts within each prompt.
-    """
+    """Per row, the column of token ``idx`` counted over the row's real tokens (padding on
+    either side, see `nnterp.positions.absolute_positions`)."""
     positions = as_position_list(idx, "idx")
     if len(positions) != 1:
         raise InvalidInputError(f"idx must be one token position (an int, -1 for the last), got {idx!r}")
     relative = torch.full((attention_mask.shape[0], 1), positions[0])
-    mask = attention_mask.to(torch.long).cpu()
-    pads_after = bool((mask[:, 1:] < mask[:, :-1]).any())
-    pads_before = bool((mask[:, 1:] > mask[:, :-1]).any())
-    if pads_after and not pads_before:
-        mirrored = absolute_positions(mask.flip(1), -relative - 1, "idx")
-        return (mask.shape[1] - 1 - mirrored)[:, 0]
-    return absolute_positions(mask, relative, "idx")[:, 0]
+    return absolute_positions(attention_mask, relative, "idx")[:, 0]
 
 
 def encode(model: Any, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Tokenize ``prompts`` as one left-padded batch: ``input_ids`` and ``attention_mask`` (batch, seq)."""
+    """Tokenize ``prompts`` as one padded batch: ``input_ids`` and ``attention_mask`` (batch, seq).
+
+    Padded on the left, or on the side a standardized model's spec pads (``padding_side``).
+    """
     for prompt in prompts:
         if not prompt:
             raise InvalidInputError("a prompt is an empty string: give every prompt some text.")
-    encoding = model.tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left")
+    side = model.spec.padding_side if _standardized(model) else "left"
+    encoding = model.tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side=side)
     return {"input_ids": encoding["input_ids"], "attention_mask": encoding["attention_mask"]}
 
 

@@ -92,8 +92,8 @@ class Command:
 @dataclass
 class Registry:
     """Everything the plugins registered: architecture specs, interventions, status files
-    (with ``status_file_owners`` mapping each file to the plugin that registered it) and
-    CLI commands."""
+    (with ``status_file_owners`` mapping each file to the plugin that registered it), CLI
+    commands, and the model types known to be unsupported (``{model_type: reason}``)."""
 
     plugins: list[PluginInfo] = field(default_factory=list)
     architectures: list[tuple[ArchitectureSpec, PluginInfo]] = field(default_factory=list)
@@ -101,6 +101,7 @@ class Registry:
     status_files: list[str] = field(default_factory=list)
     status_file_owners: dict[str, PluginInfo] = field(default_factory=dict)
     commands: dict[str, Command] = field(default_factory=dict)
+    unsupported_models: dict[str, str] = field(default_factory=dict)
 
     def spec_for_class_names(self, class_names: Iterable[str]) -> ArchitectureSpec | None:
         """The winning spec for the first class name (e.g. a model's MRO) that any spec covers.
@@ -242,6 +243,12 @@ def build_registry(extra_plugins: Iterable[tuple[Any, PluginInfo]] = ()) -> Regi
 
         staged_status: list[str] = []
         staged_commands: list[Command] = []
+        staged_unsupported: dict[str, str] = {}
+
+        def register_unsupported(model_type: str, reason: str) -> None:
+            if not isinstance(model_type, str) or not isinstance(reason, str) or not reason:
+                raise TypeError("register(model_type, reason) takes two non-empty strings")
+            staged_unsupported[model_type] = reason
 
         def register_command(
             name: str,
@@ -257,6 +264,7 @@ def build_registry(extra_plugins: Iterable[tuple[Any, PluginInfo]] = ()) -> Regi
             _call_hook("register_interventions", plugin, info, register_intervention),
             _call_hook("register_status_files", plugin, info, lambda path: staged_status.append(str(path))),
             _call_hook("register_commands", plugin, info, register_command),
+            _call_hook("register_unsupported_models", plugin, info, register_unsupported),
         ]
         hook_errors = "; ".join(e for e in errors if e)
         registry.plugins.append(
@@ -269,6 +277,8 @@ def build_registry(extra_plugins: Iterable[tuple[Any, PluginInfo]] = ()) -> Regi
         if errors[2] is None:
             registry.status_files.extend(staged_status)
             registry.status_file_owners.update({path: info for path in staged_status})
+        if errors[4] is None:
+            registry.unsupported_models.update(staged_unsupported)
         if errors[1] is None:
             for intervention in staged_interventions:
                 existing = registry.interventions.get(intervention.name)

@@ -1,9 +1,11 @@
-"""Token positions that mean the same thing in a left-padded batch as in a single prompt.
+"""Token positions that mean the same thing in a padded batch as in a single prompt.
 
 nnterp's one rule: a position ``p >= 0`` counts from a prompt's first real token, ``p < 0``
 from its last one, so ``0`` is always the first token and ``-1`` the last, however much padding
-the batch adds. Every function taking a token position (``idx``, ``token_positions``,
-``positions``, ``index_to_patch``) turns it into a column of the padded batch here.
+the batch adds, and on whichever side (left for most models, right for the recurrent models
+whose spec says ``padding_side="right"``). Every function taking a token position (``idx``,
+``token_positions``, ``positions``, ``index_to_patch``) turns it into a column of the padded
+batch here.
 
 Example:
     >>> from nnterp.positions import absolute_positions
@@ -11,6 +13,9 @@ Example:
     >>> absolute_positions(mask, torch.tensor([[0, -1], [0, -1]]), "idx")
     tensor([[0, 2],
             [1, 2]])
+    >>> absolute_positions(torch.tensor([[1, 1, 1], [1, 1, 0]]), torch.tensor([[-1], [-1]]), "idx")
+    tensor([[2],
+            [1]])
 """
 
 from __future__ import annotations
@@ -61,10 +66,12 @@ def absolute_positions(
     name: str,
     rows: Sequence[int] | None = None,
 ) -> torch.Tensor:
-    """Column indices of ``relative`` positions in a left-padded batch.
+    """Column indices of ``relative`` positions in a padded batch.
+
+    Each row's real tokens must be contiguous: padding on the left, on the right, or both.
 
     Args:
-        attention_mask: (batch, seq), 0 at the (left) padding.
+        attention_mask: (batch, seq), 0 at the padding.
         relative: (n_rows, n) positions per row, counted within each prompt's real tokens.
         name: the argument's name, for errors.
         rows: the rows of the batch ``relative`` is for (default every row, in order); only
@@ -74,7 +81,7 @@ def absolute_positions(
         (n_rows, n) long tensor of indices into the padded sequence dimension.
 
     Raises:
-        InvalidInputError: the batch is not left-padded.
+        InvalidInputError: a row's real tokens are not contiguous (padding inside a prompt).
         TokenPositionError: a position is outside its prompt's tokens.
 
     Example:
@@ -86,14 +93,18 @@ def absolute_positions(
         tensor([[2]])
     """
     mask = attention_mask.to(torch.long).cpu()
-    if bool((mask[:, 1:] < mask[:, :-1]).any()):
-        raise InvalidInputError(
-            "the batch is not left-padded (padding after real tokens): nnterp's positions assume "
-            "left padding; tokenize with padding_side='left' or pass the prompts as strings."
-        )
     batch_rows = list(range(mask.shape[0])) if rows is None else [int(row) for row in rows]
-    seq_len = mask.shape[1]
-    lengths = mask[batch_rows].sum(dim=1, keepdim=True)
+    mask = mask[batch_rows]
+    lengths = mask.sum(dim=1, keepdim=True)
+    first = mask.argmax(dim=1, keepdim=True)
+    columns = torch.arange(mask.shape[1])
+    if not torch.equal(((columns >= first) & (columns < first + lengths)).to(torch.long), mask):
+        row = int(((columns >= first) & (columns < first + lengths)).ne(mask.bool()).any(dim=1).nonzero()[0])
+        raise InvalidInputError(
+            f"prompt {batch_rows[row]} has padding between its real tokens (attention mask "
+            f"{mask[row].tolist()}): nnterp counts positions within each prompt's contiguous tokens; "
+            "pad on one side (tokenize with padding=True) or pass the prompts as strings."
+        )
     relative = relative.to(torch.long).cpu()
     outside = (relative >= lengths) | (relative < -lengths)
     if bool(outside.any()):
@@ -104,7 +115,7 @@ def absolute_positions(
             f"{length} tokens: use 0..{length - 1} or -{length}..-1 (negative counts from the "
             "last token)."
         )
-    return torch.where(relative >= 0, seq_len - lengths + relative, seq_len + relative)
+    return first + torch.where(relative >= 0, relative, lengths + relative)
 
 
 def traced_attention_mask(model: StandardizedTransformer, needed_for: str = "token positions") -> torch.Tensor:

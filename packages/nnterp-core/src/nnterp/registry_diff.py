@@ -11,7 +11,9 @@ in one command. Per model type it reports:
 - **removed types**: in the shipped registry, no longer a causal-LM type of transformers;
 - **changed**: same status, but another reason (error) or other check results; a check that
   passed and no longer does, or that newly fails, is a regression;
-- **no verdict**: the fresh run timed out (rerun it; not a regression).
+- **no verdict**: the fresh run timed out (rerun it; not a regression);
+- **untested here**: differs, but the shipped result was measured on other transformers
+  versions only (``tested_with``), so it makes no claim about this one (not a regression).
 
 Example:
     >>> diff = diff_registries(shipped_models(), run_sweep(["llama", "gpt2"]), causal_lm_types())
@@ -61,6 +63,7 @@ class RegistryDiff:
     removed_types: list[Change] = field(default_factory=list)
     changed: list[Change] = field(default_factory=list)
     no_verdict: list[Change] = field(default_factory=list)
+    untested_here: list[Change] = field(default_factory=list)
     unchanged: int = 0
 
     @property
@@ -87,6 +90,7 @@ class RegistryDiff:
             "removed type": self.removed_types,
             "changed": self.changed,
             "no verdict": self.no_verdict,
+            "untested here": self.untested_here,
         }
 
 
@@ -114,10 +118,18 @@ def _timed_out(entry: dict[str, Any]) -> bool:
     return _error(entry).startswith("timeout")
 
 
+def _tested_on(entry: dict[str, Any], transformers_version: str | None) -> bool:
+    """Whether ``entry`` claims a result on ``transformers_version`` (entries without
+    ``tested_with``, and ``None`` for the version, claim every version)."""
+    tested = (entry.get("tested_with") or {}).get("transformers")
+    return transformers_version is None or not tested or transformers_version in tested
+
+
 def diff_registries(
     shipped: dict[str, dict[str, Any]],
     fresh: dict[str, dict[str, Any]],
     available: Iterable[str] | None = None,
+    transformers_version: str | None = None,
 ) -> RegistryDiff:
     """Compare ``fresh`` sweep results with the ``shipped`` registry, both ``{model_type: entry}``.
 
@@ -127,6 +139,8 @@ def diff_registries(
             subset of the types: types not swept are not compared.
         available: The model types the installed transformers has; a shipped type outside it
             is a removed type. Default: the shipped types not in ``fresh`` count as removed.
+        transformers_version: The installed transformers; a type whose shipped result was
+            measured on other versions only is reported as untested here, never a regression.
 
     Returns:
         A `RegistryDiff`; each list sorted by model type.
@@ -155,6 +169,10 @@ def diff_registries(
             diff.no_verdict.append(Change(model_type, was, now, _error(after)))
             continue
         moved, checks_regressed = _checks_moved(before, after)
+        differs = was != now or _error(before) != _error(after) or bool(moved)
+        if differs and not _tested_on(before, transformers_version):
+            diff.untested_here.append(Change(model_type, was, now, _error(after) or "; ".join(moved)))
+            continue
         if was == PASS and now != PASS:
             diff.newly_failing.append(
                 Change(model_type, was, now, _error(after) or "; ".join(moved), True)

@@ -23,7 +23,14 @@ from nnterp.errors import InvalidInputError, RenamingError, UnavailableComponent
 from nnterp.layer_structure import resolve_layer_structure
 from nnterp.loading import load_model_tokenizer_processor, prepare_tokenizer
 from nnterp.nnsight_seams import run_state
-from nnterp.renaming import apply_user_rename, rename_mapping, resolve_paths, unresolved_message
+from nnterp.renaming import (
+    apply_user_rename,
+    bind_displaced,
+    rename_mapping,
+    resolve_paths,
+    split_aliases,
+    unresolved_message,
+)
 from nnterp.spec import ArchitectureSpec, Contribution, config_value
 from nnterp.unembedding import postprocess_logits
 
@@ -146,13 +153,6 @@ class StandardizedTransformer(TransformersModel):
                 f"model must be a hub id, a local path or a transformers model, got {type(model).__name__}"
             )
         input_checks.require_causal(hf_model)
-        if tokenizer is None and processor is not None:
-            tokenizer = getattr(processor, "tokenizer", None)
-        tokenizer = prepare_tokenizer(tokenizer)
-        if processor is not None:
-            # Image inputs go through the processor: it must pad and tokenize as the tokenizer.
-            processor.tokenizer = tokenizer
-
         base_spec = spec or _spec_from_plugins(hf_model)
         if rename_config is not None:
             from nnterp.compat import spec_from_rename_config
@@ -160,15 +160,28 @@ class StandardizedTransformer(TransformersModel):
             base_spec = spec_from_rename_config(hf_model, base_spec, rename_config)
         resolved_spec = apply_user_rename(hf_model, base_spec, rename)
         if resolved_spec is None:
-            raise RenamingError(
-                unresolved_message(
-                    hf_model,
-                    "none registered",
-                    [f"an architecture spec for {type(hf_model).__name__} (no installed plugin covers it)"],
-                )
+            message = unresolved_message(
+                hf_model,
+                "none registered",
+                [f"an architecture spec for {type(hf_model).__name__} (no installed plugin covers it)"],
             )
+            model_type = getattr(getattr(hf_model, "config", None), "model_type", None)
+            from nnterp.plugins import get_registry
+
+            known = get_registry().unsupported_models.get(str(model_type))
+            if known is not None:
+                message += f"\nKnown limitation of {model_type} (reported by its plugin): {known}."
+            raise RenamingError(message)
+        if tokenizer is None and processor is not None:
+            tokenizer = getattr(processor, "tokenizer", None)
+        tokenizer = prepare_tokenizer(tokenizer, padding_side=resolved_spec.padding_side)
+        if processor is not None:
+            # Image inputs go through the processor: it must pad and tokenize as the tokenizer.
+            processor.tokenizer = tokenizer
         paths = resolve_paths(hf_model, resolved_spec)
-        aliases = {**rename_mapping(paths), **(rename or {})}
+        # A standard name that is already a native child (ModernBERT-decoder's ``lm_head``, the
+        # prediction head before its unembedding ``decoder``) is bound after NNsight's rename.
+        aliases, displaced = split_aliases(hf_model, paths, {**rename_mapping(paths), **(rename or {})})
 
         with warnings.catch_warnings():
             # nnterp reaches such submodules (BERT's ``output``) under nnsight's prefixed name.
@@ -181,6 +194,9 @@ class StandardizedTransformer(TransformersModel):
             # its inputs through the processor, as NNsight's image-text-to-text models do.
             vision = {"processor": processor, "task": "image-text-to-text"} if processor is not None else {}
             super().__init__(hf_model, tokenizer=tokenizer, rename=aliases, **placement, **vision)
+        bind_displaced(self, paths, displaced)
+        # NNsight pads causal LMs on the left; the spec may pad on the right (recurrent models).
+        self.tokenizer.padding_side = resolved_spec.padding_side
         self.spec = resolved_spec
         self.paths = paths
         self.remote = remote
@@ -531,12 +547,22 @@ class StandardizedTransformer(TransformersModel):
 
     @property
     def next_token_probs(self) -> torch.Tensor:
-        """Softmax of the last position's logits: (batch, vocab)."""
-        return self.logits[:, -1, :].softmax(dim=-1)
+        """Softmax of each prompt's last token's logits: (batch, vocab) (the last column of a
+        left-padded batch; each row's own last real token where the spec pads on the right)."""
+        logits = self.logits
+        if self.spec.padding_side == "left":
+            return logits[:, -1, :].softmax(dim=-1)
+        from nnterp.positions import absolute_positions, traced_attention_mask
+
+        mask = traced_attention_mask(self, "next_token_probs")
+        last = absolute_positions(mask, torch.full((mask.shape[0], 1), -1), "next_token_probs")[:, 0]
+        rows = torch.arange(mask.shape[0])
+        return logits[rows.to(logits.device), last.to(logits.device)].softmax(dim=-1)
 
     @property
     def input_ids(self) -> torch.Tensor:
-        """The token ids the model runs on: (batch, seq), left-padded."""
+        """The token ids the model runs on: (batch, seq), padded (left, or the spec's
+        ``padding_side``)."""
         return self._root_input("input_ids")
 
     @property
@@ -775,7 +801,18 @@ class StandardizedTransformer(TransformersModel):
         # nnsight's batching step, overridden (a protected method): the one point where a
         # single-invoke run's whole input is known, and where position ids can be dropped.
         batched = super()._batch(invokes, fn)
-        run_state(self)[_MASK_KEY] = _single_invoke_mask(invokes, batched)
+        mask = _single_invoke_mask(invokes, batched)
+        run_state(self)[_MASK_KEY] = mask
+        if isinstance(batched, tuple) and len(batched) == 2 and isinstance(batched[1], dict):
+            run_state(self)[_INPUTS_KEY] = {key for key, value in batched[1].items() if value is not None}
+        if self.spec.padding_side == "right" and getattr(fn, "__name__", None) == "generate":
+            padded = mask is not None and not bool(mask.all())
+            if padded or len(invokes) > 1:
+                raise InvalidInputError(
+                    f"{self.spec.name} pads batches on the right (its recurrent state ignores the "
+                    "attention mask), so new tokens of a shorter prompt would follow its padding: "
+                    "generate prompts of equal token counts together, or one prompt at a time."
+                )
         if self.spec.position_ids_from_mask or not isinstance(batched, tuple) or len(batched) != 2:
             return batched
         args, kwargs = batched
@@ -784,6 +821,11 @@ class StandardizedTransformer(TransformersModel):
             if not given:
                 kwargs = {key: value for key, value in kwargs.items() if key != "position_ids"}
         return args, kwargs
+
+    def run_input_names(self) -> set[str] | None:
+        """The keyword inputs (``input_ids``, ``attention_mask``, ``pixel_values``, ...) of the
+        forward being traced, or ``None`` outside a run."""
+        return run_state(self).get(_INPUTS_KEY)
 
     def batch_attention_mask(self) -> torch.Tensor | None:
         """The attention mask (batch, seq) of the forward being traced, readable at any point
@@ -880,8 +922,10 @@ def _checked_output_structure(
     return structure
 
 
-#: Where `StandardizedTransformer._batch` keeps a single-invoke run's attention mask.
+#: Where `StandardizedTransformer._batch` keeps a single-invoke run's attention mask, and the
+#: names of the run's keyword inputs.
 _MASK_KEY = "attention_mask"
+_INPUTS_KEY = "input_names"
 
 
 def _forward_input(args: Any, kwargs: Any, key: str) -> torch.Tensor | None:

@@ -101,10 +101,14 @@ def _watched_modules(model: StandardizedTransformer, layers: list[int]) -> dict[
 
 def _checked_layers(model: StandardizedTransformer) -> list[int]:
     """The layers validation reads: the first and the last (and, on a hybrid, the first
-    softmax-attention layer, so both kinds are checked)."""
-    layers = {0, model.num_layers - 1}
-    if model.attention_layers:
-        layers.add(model.attention_layers[0])
+    softmax-attention layer, so both kinds are checked), among the layers that run on text
+    alone (not the spec's ``conditional_layers``)."""
+    required = model.layer_structure.required_inputs
+    running = [layer for layer in range(model.num_layers) if not required or required[layer] is None]
+    layers = {running[0], running[-1]}
+    attention = [layer for layer in model.attention_layers if layer in running]
+    if attention:
+        layers.add(attention[0])
     return sorted(layers)
 
 

@@ -144,16 +144,18 @@ def check_layer_skipping(model: Any) -> None:
 
 
 def check_batching(model: Any) -> None:
-    """A left-padded batch gives each prompt the logits it gets alone (at its real tokens)."""
+    """A padded batch (on the spec's padding side) gives each prompt, at its real tokens, the
+    logits it gets alone."""
     import nnsight
 
-    with torch.no_grad(), model.trace(_encoding(model)):
+    encoding = _encoding(model)
+    with torch.no_grad(), model.trace(encoding):
         batch_logits = nnsight.save(model.logits)
     for row, prompt in enumerate(PROMPTS):
         with torch.no_grad(), model.trace(_encoding(model, (prompt,))):
             alone = nnsight.save(model.logits)
-        length = alone.shape[1]
-        torch.testing.assert_close(batch_logits[row, -length:], alone[0], atol=1e-4, rtol=1e-3)
+        real = encoding["attention_mask"][row].nonzero()[:, 0]
+        torch.testing.assert_close(batch_logits[row, real], alone[0], atol=1e-4, rtol=1e-3)
 
 
 CHECKS: dict[str, Callable[[Any], None]] = {

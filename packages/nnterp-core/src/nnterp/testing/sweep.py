@@ -181,26 +181,34 @@ def sweep_model_type(model_type: str, class_name: str) -> dict[str, Any]:
     from nnterp.testing.conformance import run_conformance
     from nnterp.testing.tiny import tiny_model, tiny_tokenizer
 
+    entry: dict[str, Any]
     try:
         with _time_limit(PER_TYPE_TIMEOUT):
             try:
                 hf_model = tiny_model(model_type)
             except Exception as error:  # noqa: BLE001 - recorded in the status
                 first = str(error).splitlines()[0][:300] if str(error) else ""
-                return {
+                entry = {
                     "class_name": class_name,
                     "status": BUILD_ERROR,
                     "checks": {},
                     "error": f"{type(error).__name__}: {first}",
                 }
-            return run_conformance(hf_model, tiny_tokenizer()).as_dict()
+            else:
+                entry = run_conformance(hf_model, tiny_tokenizer()).as_dict()
     except _TimedOut as error:
-        return {
-            "class_name": class_name,
-            "status": "fail",
-            "checks": {},
-            "error": f"timeout: {error}",
-        }
+        entry = {"class_name": class_name, "status": "fail", "checks": {}, "error": f"timeout: {error}"}
+    reason = _unsupported_reason(model_type)
+    if reason is not None and entry["status"] != "pass":
+        entry["reason"] = reason
+    return entry
+
+
+def _unsupported_reason(model_type: str) -> str | None:
+    """Why a plugin says ``model_type`` cannot be standardized (`register_unsupported_models`)."""
+    from nnterp.plugins import get_registry
+
+    return get_registry().unsupported_models.get(model_type)
 
 
 def _truthy(value: str | None) -> bool:
@@ -492,7 +500,7 @@ def _diff(
     else:
         shipped = shipped_models()
         source = "the shipped registry"
-    diff = diff_registries(shipped, models, known)
+    diff = diff_registries(shipped, models, known, installed_versions()["transformers"])
     print(
         f"differences from {source} (transformers {installed_versions()['transformers']} installed):"
     )

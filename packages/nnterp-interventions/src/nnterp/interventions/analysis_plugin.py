@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 @torch.no_grad()
 def _top_tokens(model: StandardizedTransformer, prompts: list[str]) -> torch.Tensor:
     with model.trace(prompts):
-        top = nnsight.save(model.logits[:, -1].argmax(dim=-1))
+        top = nnsight.save(model.next_token_probs.argmax(dim=-1))
     return top.cpu()
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import nnsight
 import torch
 
+from nnterp.cache import position_columns, select_positions
 from nnterp.errors import InvalidInputError
 from nnterp.inputs import prompt_list, require_hidden
 from nnterp.interventions.lens import layer_list
@@ -285,8 +286,8 @@ def patch_object_attn_lens(
         raise InvalidInputError(f"num_patches must be a positive int, got {num_patches!r}")
     num_layers = model.num_layers
     with model.trace(sources, **single_forward_options(model)) as tracer:
-        # Left padding: every source's last token is the last column.
-        read = [model.attentions_input[layer][:, -1] for layer in range(num_layers)]
+        last = position_columns(traced_attention_mask(model), -1)
+        read = [select_positions(model.attentions_input[layer], last, 1, True) for layer in range(num_layers)]
         source_inputs = nnsight.save(torch.stack(read))
         tracer.stop()
     free_stopped_forward()

@@ -21,6 +21,15 @@ def register_architectures(register: Callable[[ArchitectureSpec], None]) -> None
 
 
 @hookimpl
+def register_unsupported_models(register: Callable[[str, str], None]) -> None:
+    """Register the model types no contrib spec can standardize, with the reason."""
+    from nnterp.contrib.specs import CONTRIB_NOT_STANDARDIZED
+
+    for model_type, reason in CONTRIB_NOT_STANDARDIZED.items():
+        register(model_type, reason)
+
+
+@hookimpl
 def register_status_files(register: Callable[[str], None]) -> None:
     """Register the status of the current release (written by ``nnterp run_tests --all``)."""
     if STATUS_FILE.exists():

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from nnterp.contrib.families import (
+    audio_and_reversible,
     encoders,
     gpt_like,
+    heterogeneous,
     llama_like,
     more,
     multimodal,
@@ -21,4 +23,14 @@ CONTRIB_SPECS: tuple[ArchitectureSpec, ...] = (
     *ssm.SPECS,
     *more.SPECS,
     *vision_language.SPECS,
+    *heterogeneous.SPECS,
+    *audio_and_reversible.SPECS,
 )
+
+#: Model types no contrib spec standardizes, with the reason (registered through the
+#: ``register_unsupported_models`` hook, recorded in the status registry).
+CONTRIB_NOT_STANDARDIZED: dict[str, str] = {
+    **more.NOT_STANDARDIZED,
+    **audio_and_reversible.NOT_STANDARDIZED,
+    **heterogeneous.NOT_STANDARDIZED,
+}

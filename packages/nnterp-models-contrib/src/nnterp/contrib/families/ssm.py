@@ -56,7 +56,8 @@ NEMOTRON_H = MAMBA.with_classes(
 )
 
 #: RWKV: time mixing (``attention``) and channel mixing (``feed_forward``), each added to the
-#: stream, except that block 0 first normalises its input (``pre_ln``).
+#: stream, except that block 0 first normalises its input (``pre_ln``). Its recurrent state
+#: ignores the attention mask, so batches are padded on the right.
 RWKV = MAMBA.with_classes(
     "RwkvForCausalLM",
     name="rwkv",
@@ -71,6 +72,7 @@ RWKV = MAMBA.with_classes(
         "layers_input[0] is not the stream they add to; later blocks add attention (time mixing) "
         "and feed_forward (channel mixing) to an unchanged stream"
     ),
+    padding_side="right",
     tiny_config={"attention_hidden_size": 64},
 )
 
@@ -268,7 +270,8 @@ LFM2_MOE = LFM2.with_classes(
     },
 )
 
-#: xLSTM: an mLSTM cell (``mlstm_layer``) and a ``ffn`` per block; soft-capped logits.
+#: xLSTM: an mLSTM cell (``mlstm_layer``) and a ``ffn`` per block; soft-capped logits. Its
+#: recurrent state ignores the attention mask, so batches are padded on the right.
 XLSTM = MAMBA.with_classes(
     "xLSTMForCausalLM",
     name="xlstm",
@@ -277,6 +280,7 @@ XLSTM = MAMBA.with_classes(
     ln_final="backbone.out_norm",
     mixers=(Mixer("mlstm_layer", "mlstm"),),
     logits_postprocess=(("softcap", "output_logit_soft_cap"),),
+    padding_side="right",
     tiny_config={"embedding_dim": 64, "num_blocks": 2, "chunk_size": 4, "use_cache": False},
 )
 
