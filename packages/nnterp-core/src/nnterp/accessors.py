@@ -117,12 +117,20 @@ class LayerAccessor(_PerLayerView):
         io: str,
         description: str,
         tokens_flattened: Callable[[int], bool] = lambda layer: False,
+        site: str | None = None,
     ) -> None:
         self._model = model
         self._module_of = module_of
         self._io = io
         self.description = description
         self._tokens_flattened = tokens_flattened
+        self._site = site
+
+    def _refuse_declared(self) -> None:
+        """Raise when the spec declares this site unavailable (``unavailable_sites``)."""
+        declared = self._model.spec.unavailable_sites.get(self._site) if self._site else None
+        if declared is not None:
+            raise UnavailableComponentError(f"{self._site} of {self._model.spec.name}: {declared}.")
 
     def module(self, layer: int) -> Any:
         """The envoy read or written for ``layer``."""
@@ -130,6 +138,7 @@ class LayerAccessor(_PerLayerView):
 
     @_outside_trace_checked
     def __getitem__(self, layer: int) -> torch.Tensor:
+        self._refuse_declared()
         layer = normalize_layer(self._model, layer)
         envoy = self._module_of(layer)
         value = envoy.input if self._io == "input" else first_tensor(envoy.output)
@@ -139,6 +148,7 @@ class LayerAccessor(_PerLayerView):
 
     @_outside_trace_checked
     def __setitem__(self, layer: int, value: torch.Tensor) -> None:
+        self._refuse_declared()
         layer = normalize_layer(self._model, layer)
         envoy = self._module_of(layer)
         flattened = self._tokens_flattened(layer)
@@ -151,6 +161,30 @@ class LayerAccessor(_PerLayerView):
                 value = value.reshape(first_tensor(current).shape)
             envoy.output = replace_first(current, value)
 
+
+class StreamsAccessor(LayerAccessor):
+    """``accessor[i]``: the parallel residual streams entering or leaving block ``i``,
+    (batch, seq, streams, hidden), on models whose spec sets ``residual_streams``
+    (hyper-connections); elsewhere every read raises `UnavailableComponentError`.
+
+    Example:
+        >>> with model.trace("Hello"):                          # DeepSeek-V4
+        ...     streams = model.streams_output[2].save()         # (1, seq, hc_mult, hidden)
+    """
+
+    def unavailable(self, layer: int) -> str | None:
+        """Why the model has no streams site (one residual stream), or ``None``."""
+        declared = self._model.spec.unavailable_sites.get(self._site) if self._site else None
+        if declared is not None:
+            return declared
+        if self._model.spec.residual_streams is None:
+            return "the model has one residual stream: read layers_input/layers_output"
+        return None
+
+    def _refuse_declared(self) -> None:
+        why = self.unavailable(0)
+        if why is not None:
+            raise UnavailableComponentError(f"{self._site} of {self._model.spec.name}: {why}.")
 
 
 def child_envoy(envoy: Any, path: str) -> Any:

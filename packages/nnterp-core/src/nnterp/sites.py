@@ -82,6 +82,7 @@ class SiteInfo:
 _RESIDUAL = ("batch", "seq", "hidden")
 _HEADS = ("batch", "seq", "heads", "head_dim")
 _SCALE = ("batch", "seq", "1")
+_STREAMS = ("batch", "seq", "streams", "hidden")
 _READ_ONLY = "read-only (raises UnavailableComponentError naming the site to patch instead)"
 
 #: Every standard site, in the order one forward reaches them (within a layer for per-layer sites).
@@ -95,6 +96,12 @@ SITES: tuple[SiteInfo, ...] = (
         "layers_input", True, _RESIDUAL,
         "the residual stream entering block i (layers_input[0]: embeddings as the stream sees them)",
         "input of layers[i]", "replaces what block i receives", "residual",
+    ),
+    SiteInfo(
+        "streams_input", True, _STREAMS,
+        "the parallel residual streams entering block i, on models with several (hyper-connections, "
+        "the spec's residual_streams); each block reads a mix of them and writes into each",
+        "input of layers[i]", "replaces the streams block i receives", "residual",
     ),
     SiteInfo(
         "attentions_norm_scale", True, _SCALE,
@@ -209,6 +216,11 @@ SITES: tuple[SiteInfo, ...] = (
     SiteInfo(
         "layers_output", True, _RESIDUAL, "the residual stream leaving block i",
         "output of layers[i] (its hidden state)", "replaces what leaves block i", "residual",
+    ),
+    SiteInfo(
+        "streams_output", True, _STREAMS,
+        "the parallel residual streams leaving block i, on models with several (see streams_input)",
+        "output of layers[i] (its hidden state)", "replaces the streams leaving block i", "residual",
     ),
     SiteInfo(
         "ln_final_scale", False, _SCALE,

@@ -213,6 +213,15 @@ class ArchitectureSpec:
             ``model.vision_layers``; ``None`` for text-only models.
         optional_parts: Standard parts that some configs of the family leave out (OPT-350m
             has no final norm): resolved to ``None`` there instead of failing.
+        residual_streams: Config key of the number of parallel residual streams, for models
+            whose residual is several streams that each block reads a mix of and writes back
+            into (hyper-connections: DeepSeek-V4's and HunYuan-V4's ``hc_mult``). Their blocks
+            read and write (batch, seq, streams, hidden): ``streams_input``/``streams_output``;
+            the single-stream sites are then unavailable (declare them in ``unavailable_sites``).
+            ``None``: one residual stream.
+        streams_head: Module path (from the root) that collapses the residual streams into the
+            one state the final norm receives (DeepSeek-V4's ``model.hc_head``), so that
+            `project_on_vocab` and the logit lens read streams as the model's own head does.
         conditional_layers: Blocks that the model runs only when its forward gets an input,
             ``{layer class name: input name}`` (Mllama's ``{"MllamaCrossAttentionDecoderLayer":
             "cross_attention_states"}``: text-only inputs skip its cross-attention layers). In a
@@ -284,6 +293,8 @@ class ArchitectureSpec:
     position_embedding: str | None = None
     padding_side: str = "left"
     conditional_layers: Mapping[str, str] = field(default_factory=dict)
+    residual_streams: str | None = None
+    streams_head: str | None = None
     vision_layers: PathSpec = None
     down_proj: PathSpec = DEFAULT_DOWN_PROJ
     attention_norm: PathSpec = DEFAULT_ATTENTION_NORM

@@ -14,6 +14,7 @@ from nnterp.accessors import (
     AttentionProbabilitiesAccessor,
     ContributionAccessor,
     LayerAccessor,
+    StreamsAccessor,
     child_envoy as _child,
     first_tensor,
     normalize_layer,
@@ -213,8 +214,14 @@ class StandardizedTransformer(TransformersModel):
             from nnterp import row_positions
 
             row_positions.install(self, resolved_spec.position_embedding)
-        self.layers_input = LayerAccessor(self, lambda i: self.layers[i], "input", "layer inputs")
-        self.layers_output = LayerAccessor(self, lambda i: self.layers[i], "output", "layer outputs")
+        self.layers_input = LayerAccessor(self, lambda i: self.layers[i], "input", "layer inputs", site="layers_input")
+        self.layers_output = LayerAccessor(self, lambda i: self.layers[i], "output", "layer outputs", site="layers_output")
+        self.streams_input = StreamsAccessor(
+            self, lambda i: self.layers[i], "input", "residual streams entering each layer", site="streams_input"
+        )
+        self.streams_output = StreamsAccessor(
+            self, lambda i: self.layers[i], "output", "residual streams leaving each layer", site="streams_output"
+        )
         self.mixers_input = LayerAccessor(self, self._mixer, "input", "mixer inputs")
         self.mixers_output = ContributionAccessor(self, self._mixer_contribution, "mixer contributions")
         self.attentions_input = LayerAccessor(self, self._attention, "input", "attention inputs")
@@ -579,12 +586,30 @@ class StandardizedTransformer(TransformersModel):
 
     # -- operations -------------------------------------------------------------------------
 
+    @property
+    def residual_sites(self) -> tuple[str, str]:
+        """The sites holding the residual stream entering and leaving each block:
+        ``("layers_input", "layers_output")``, or ``("streams_input", "streams_output")`` on
+        models with several parallel residual streams (the spec's ``residual_streams``)."""
+        if self.spec.residual_streams is None:
+            return ("layers_input", "layers_output")
+        return ("streams_input", "streams_output")
+
+    @property
+    def num_streams(self) -> int | None:
+        """How many parallel residual streams the blocks carry, or ``None`` for one stream."""
+        if self.spec.residual_streams is None:
+            return None
+        return int(config_value(self._module.config, (self.spec.residual_streams,)))
+
     def project_on_vocab(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """Logits of a residual-stream state: ``lm_head(ln_final(h))`` plus the model's logit
         post-processing (e.g. Gemma-2 softcapping), so the last layer gives the model's logits.
+        On models with several residual streams, (..., streams, hidden) states are first
+        collapsed by the model's own streams head (the spec's ``streams_head``).
 
         Args:
-            hidden_states: (..., hidden).
+            hidden_states: (..., hidden), or (..., streams, hidden).
 
         Returns:
             (..., vocab) logits.
@@ -594,6 +619,11 @@ class StandardizedTransformer(TransformersModel):
             ...     lens = model.project_on_vocab(model.layers_output[3]).save()
         """
         input_checks.require_hidden(hidden_states, self.hidden_size, "hidden_states")
+        streams = self.num_streams
+        if streams is not None and self.spec.streams_head is not None and hidden_states.dim() >= 2 and hidden_states.shape[-2] == streams:
+            head = _child(self, self.spec.streams_head)
+            shape = hidden_states.shape
+            hidden_states = head(hidden_states.reshape(-1, 1, streams, shape[-1])).reshape(*shape[:-2], shape[-1])
         normed = self.ln_final(hidden_states) if self.paths["ln_final"] is not None else hidden_states
         if self.unembedding_projection_module() is not None:
             normed = _child(self, cast(str, self.spec.unembedding_projection))(normed)
@@ -785,7 +815,7 @@ class StandardizedTransformer(TransformersModel):
         end = normalize_layer(self, end_layer)
         if end < start:
             raise InvalidInputError(f"skip_layers: end_layer {end_layer} comes before start_layer {start_layer}")
-        entering = self.layers_input[start]
+        entering = getattr(self, self.residual_sites[0])[start]
         replacement = entering if skip_with is None else skip_with
         if skip_with is not None and tuple(getattr(skip_with, "shape", ())) != tuple(entering.shape):
             raise InvalidInputError(

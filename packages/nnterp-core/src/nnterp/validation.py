@@ -302,6 +302,7 @@ def observe(
     read: dict[str, tuple[Any, Any]] = {}
     contributions: dict[int, list[Any]] = {}
     watched = _watched_modules(model, layers)
+    entering, leaving = (getattr(model, site) for site in model.residual_sites)
     plain_logits = None
     plain_hooks: dict[str, Any] = {}
     if separate_forward:
@@ -318,7 +319,7 @@ def observe(
             if model.paths["embed_tokens"]:
                 read["embed"] = (None, nnsight.save(model.token_embeddings))
             for index in layers:
-                layer_in = nnsight.save(model.layers_input[index])
+                layer_in = nnsight.save(entering[index])
                 parts: list[Any] = []
                 mixer = structure.mixers[index]
                 if mixer is not None:
@@ -338,7 +339,7 @@ def observe(
                     )
                 elif structure.mlp_unavailable(index) is None:
                     parts.append(nnsight.save(model.mlps_output[index]))
-                read[f"layer{index}"] = (layer_in, nnsight.save(model.layers_output[index]))
+                read[f"layer{index}"] = (layer_in, nnsight.save(leaving[index]))
                 if structure.identity_checkable(index):
                     contributions[index] = parts
             logits = nnsight.save(model.logits)
@@ -354,13 +355,12 @@ def module_read_failures(model: StandardizedTransformer, seen: Observation) -> l
     if failures:
         return failures
     batch, seq = seen.logits.shape[:2]
+    stream_shape = (batch, seq) + ((model.num_streams,) if model.num_streams is not None else ()) + (model.hidden_size,)
     for name, (value_in, value_out) in seen.read.items():
         expected_in, expected_out = seen.hooked[name]
         expected_out = first_tensor(expected_out)
-        if name.startswith("layer") and tuple(value_out.shape) != (batch, seq, model.hidden_size):
-            failures.append(
-                f"{name} output has shape {tuple(value_out.shape)}, expected {(batch, seq, model.hidden_size)}"
-            )
+        if name.startswith("layer") and tuple(value_out.shape) != stream_shape:
+            failures.append(f"{name} output has shape {tuple(value_out.shape)}, expected {stream_shape}")
         elif not torch.equal(value_out, expected_out):
             failures.append(f"{name} output differs from a plain forward hook on the HF module")
         elif value_in is not None and isinstance(expected_in, torch.Tensor) and not torch.equal(value_in, expected_in):

@@ -36,18 +36,21 @@ def _encoding(model: Any, prompts: tuple[str, ...] = PROMPTS) -> dict[str, torch
 
 
 def check_accessor_shapes(model: Any) -> None:
-    """Every layer's input/output is (batch, seq, hidden); logits are (batch, seq, vocab)."""
+    """Every layer's output is (batch, seq, hidden) (or (batch, seq, streams, hidden) on models
+    with several residual streams); logits are (batch, seq, vocab)."""
     import nnsight
 
     encoding = _encoding(model)
     batch, seq = encoding["input_ids"].shape
+    streams = () if model.num_streams is None else (model.num_streams,)
+    leaving = getattr(model, model.residual_sites[1])
     outputs: list[torch.Tensor] = []
     with torch.no_grad(), model.trace(encoding):
         for index in range(model.num_layers):
-            outputs.append(nnsight.save(model.layers_output[index]))
+            outputs.append(nnsight.save(leaving[index]))
         logits = nnsight.save(model.logits)
     for index, hidden in enumerate(outputs):
-        assert tuple(hidden.shape) == (batch, seq, model.hidden_size), f"layer {index}: {tuple(hidden.shape)}"
+        assert tuple(hidden.shape) == (batch, seq, *streams, model.hidden_size), f"layer {index}: {tuple(hidden.shape)}"
     assert tuple(logits.shape) == (batch, seq, model.vocab_size), f"logits: {tuple(logits.shape)}"
 
 
@@ -136,10 +139,11 @@ def check_layer_skipping(model: Any) -> None:
     import nnsight
 
     encoding = _encoding(model, PROMPTS[:1])
+    before, after = (getattr(model, site) for site in model.residual_sites)
     with torch.no_grad(), model.trace(encoding):
-        entering = nnsight.save(model.layers_input[-1])
+        entering = nnsight.save(before[-1])
         model.skip_layer(-1)
-        leaving = nnsight.save(model.layers_output[-1])
+        leaving = nnsight.save(after[-1])
     assert torch.equal(entering, leaving), "skipped layer output differs from its input"
 
 

@@ -118,8 +118,9 @@ def logit_lens(
         relative = torch.tensor(positions).expand(mask.shape[0], -1)
         columns = absolute_positions(mask, relative, "idx")
         rows = torch.arange(mask.shape[0])[:, None]
+        leaving = getattr(model, model.residual_sites[1])
         for layer in needed:
-            hidden = model.layers_output[layer]
+            hidden = leaving[layer]
             gathered.append(hidden[rows.to(hidden.device), columns.to(hidden.device)])
         states = nnsight.save(torch.stack(gathered, dim=1))
         tracer.stop()

@@ -7,6 +7,7 @@ from nnterp.contrib.families import (
     encoders,
     gpt_like,
     heterogeneous,
+    hyper_connections,
     llama_like,
     more,
     multimodal,
@@ -24,6 +25,7 @@ CONTRIB_SPECS: tuple[ArchitectureSpec, ...] = (
     *more.SPECS,
     *vision_language.SPECS,
     *heterogeneous.SPECS,
+    *hyper_connections.SPECS,
     *audio_and_reversible.SPECS,
 )
 

@@ -49,14 +49,6 @@ PENDING_SPECS: tuple[ArchitectureSpec, ...] = ()
 SPECS: tuple[ArchitectureSpec, ...] = (GIT, MODERNBERT_DECODER)
 
 
-def _hyper_connections(update: str) -> str:
-    return (
-        "hyper-connections: the stream between blocks is hc_mult parallel streams shaped "
-        f"(batch, seq, hc_mult, hidden); each sublayer reads a learned mix of them and the block writes {update}; "
-        "hc_head collapses them before the final norm"
-    )
-
-
 def _reruns(what: str) -> str:
     return (
         f"{what}, so a layer module is called several times per forward and its first output (what a "
@@ -76,7 +68,6 @@ NOT_STANDARDIZED: dict[str, str] = {
         "stream is prompt_length positions longer than the input; it ignores attention_mask and masks by each "
         "row's count of non-zero ids, which only right padding satisfies"
     ),
-    "deepseek_v4": _hyper_connections("post * output + comb^T @ streams (a learned mixing of the streams)"),
     "dory": _reruns(
         "looped transformer: the middle n_recurrent_layers blocks run n_recurrent_loops times, each loop "
         "restarting from norm(stream) + norm(input section's output)"
@@ -85,7 +76,6 @@ NOT_STANDARDIZED: dict[str, str] = {
         "hierarchical reasoning model: two stacks (L_module, H_module) run H_cycles * (L_cycles + 1) passes "
         "per forward on two interleaved states"
     ),
-    "hy_v4": _hyper_connections("streams + post * output, each stream getting its own weight of the output"),
     "longcat_flash": (
         "each layer holds two attention/MLP sub-blocks (self_attn[0], mlps[0], self_attn[1], mlps[1]) and a "
         "shortcut MoE (mlp) added at its end: self_attn and the norms are ModuleLists that are never called, "
