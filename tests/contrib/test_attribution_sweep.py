@@ -40,8 +40,11 @@ def _plain_logits(model: StandardizedTransformer, hf_model: torch.nn.Module) -> 
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     if model.spec.position_ids_from_mask:
         inputs["position_ids"] = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    # Each prompt's last real token: the last column under left padding, not under the right
+    # padding of recurrent models (RWKV, xLSTM).
+    last = batch["attention_mask"].cumsum(-1).argmax(-1)
     with torch.no_grad():
-        return hf_model(**inputs).logits[:, -1].float()
+        return hf_model(**inputs).logits[torch.arange(len(PROMPTS)), last].float()
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -361,24 +362,20 @@ LOGIT_OPERATIONS = ("softcap", "multiply", "divide")
 PADDING_SIDES = ("left", "right")
 
 
-try:  # transformers >= 5.24: configs whose attributes may differ per layer
-    from transformers.integrations.heterogeneity import (
-        AmbiguousGlobalPerLayerAttributeError,
-    )
-except ImportError:  # pragma: no cover - older transformers have no per-layer configs
-
-    class AmbiguousGlobalPerLayerAttributeError(RuntimeError):  # type: ignore[no-redef]
-        """Stands in for transformers' error on versions without heterogeneous configs."""
-
-
 def _attribute(holder: Any, name: str) -> Any:
     """``getattr(holder, name, None)``, also ``None`` for an attribute a heterogeneous config
-    sets per layer (reading it globally raises `AmbiguousGlobalPerLayerAttributeError`, which
-    ``getattr``'s default does not catch: it is no ``AttributeError``)."""
+    sets per layer (reading it globally raises transformers' `AmbiguousGlobalPerLayerAttributeError`,
+    a ``RuntimeError`` that ``getattr``'s default does not catch)."""
     try:
         return getattr(holder, name, None)
-    except AmbiguousGlobalPerLayerAttributeError:
-        return None
+    except RuntimeError as error:
+        # Only a config of transformers >= 5.24 raises it, so that module is imported already;
+        # nnterp.spec itself must not import transformers (the pytest plugin imports it).
+        module = sys.modules.get("transformers.integrations.heterogeneity")
+        ambiguous = getattr(module, "AmbiguousGlobalPerLayerAttributeError", None)
+        if ambiguous is not None and isinstance(error, ambiguous):
+            return None
+        raise
 
 
 def _layer_config(holder: Any, layer: int) -> Any:
