@@ -14,6 +14,7 @@ import torch
 from nnterp import StandardizedTransformer
 from nnterp.errors import UnavailableComponentError
 from nnterp.testing import tiny_model, tiny_tokenizer
+from tests.research.reference import encode
 
 PROMPTS = ["The capital of France is", "Hello world"]
 
@@ -26,14 +27,6 @@ def mllama():
         warnings.simplefilter("ignore")
         model = StandardizedTransformer(hf_model, tiny_tokenizer())
     return model, hf_model
-
-
-def encode(model, prompts):
-    """Left-padded inputs with position ids counted from each prompt's first token (as nnsight
-    supplies them)."""
-    encoding = dict(model.tokenizer(prompts, return_tensors="pt", padding=True))
-    encoding["position_ids"] = (encoding["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-    return encoding
 
 
 def hooked(hf_model, inputs):
@@ -54,7 +47,7 @@ def hooked(hf_model, inputs):
 
 def test_text_only_runs_skip_the_cross_attention_layer_and_say_so(mllama):
     model, hf_model = mllama
-    seen, logits = hooked(hf_model, encode(model, PROMPTS))
+    seen, logits = hooked(hf_model, encode(model.tokenizer, PROMPTS))
     assert sorted(seen) == [0, 2]  # the plain model skips layer 1
     with torch.no_grad(), model.trace(PROMPTS):
         first = nnsight.save(model.layers_output[0])
@@ -70,7 +63,7 @@ def test_text_only_runs_skip_the_cross_attention_layer_and_say_so(mllama):
 
 def test_with_cross_attention_states_the_layer_runs_and_equals_its_hook(mllama):
     model, hf_model = mllama
-    encoding = encode(model, PROMPTS)
+    encoding = encode(model.tokenizer, PROMPTS)
     states = torch.randn(len(PROMPTS), 4, model.hidden_size, generator=torch.Generator().manual_seed(0))
     inputs = {**encoding, "cross_attention_states": states}
     seen, logits = hooked(hf_model, inputs)

@@ -16,6 +16,7 @@ from nnterp import StandardizedTransformer
 from nnterp.errors import UnavailableComponentError
 from nnterp.interventions import logit_lens
 from nnterp.testing import tiny_model, tiny_tokenizer
+from tests.research.reference import encode
 
 PROMPTS = ["The capital of France is", "Hello world"]
 
@@ -27,12 +28,6 @@ def pair(request):
         warnings.simplefilter("ignore")
         model = StandardizedTransformer(hf_model, tiny_tokenizer())
     return model, hf_model
-
-
-def encode(model, prompts):
-    encoding = dict(model.tokenizer(prompts, return_tensors="pt", padding=True))
-    encoding["position_ids"] = (encoding["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-    return encoding
 
 
 def plain(hf_model, inputs, edit=None):
@@ -71,7 +66,7 @@ def plain(hf_model, inputs, edit=None):
 
 def test_streams_equal_the_blocks_inputs_and_outputs(pair):
     model, hf_model = pair
-    seen, logits = plain(hf_model, encode(model, PROMPTS))
+    seen, logits = plain(hf_model, encode(model.tokenizer, PROMPTS))
     streams = hf_model.config.hc_mult
     assert model.num_streams == streams and model.residual_sites == ("streams_input", "streams_output")
     entering, leaving, attention_inputs = [], [], []
@@ -92,7 +87,7 @@ def test_streams_equal_the_blocks_inputs_and_outputs(pair):
 
 def test_the_lens_reads_streams_through_the_models_own_head(pair):
     model, hf_model = pair
-    seen, logits = plain(hf_model, encode(model, PROMPTS))
+    seen, logits = plain(hf_model, encode(model.tokenizer, PROMPTS))
     with torch.no_grad(), model.trace(PROMPTS):
         last = nnsight.save(model.project_on_vocab(model.streams_output[-1]))
     torch.testing.assert_close(last, logits, atol=1e-5, rtol=1e-5)
@@ -107,7 +102,7 @@ def test_the_lens_reads_streams_through_the_models_own_head(pair):
 
 def test_writing_streams_equals_a_hooked_edit(pair):
     model, hf_model = pair
-    _, expected = plain(hf_model, encode(model, PROMPTS), edit=lambda layer, entering, _out: entering if layer == 0 else None)
+    _, expected = plain(hf_model, encode(model.tokenizer, PROMPTS), edit=lambda layer, entering, _out: entering if layer == 0 else None)
     with torch.no_grad(), model.trace(PROMPTS):
         model.streams_output[0] = model.streams_input[0]
         edited = nnsight.save(model.logits)

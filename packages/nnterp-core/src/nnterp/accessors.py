@@ -360,14 +360,14 @@ class AttentionProbabilitiesAccessor(LegacyProbabilityMethods):
     def __getitem__(self, layer: int) -> torch.Tensor:
         from nnterp.attention import split_merged_heads
 
-        return split_merged_heads(self._operation(layer).output, self._model.num_heads)
+        return split_merged_heads(self._operation(layer).output, self._model)
 
     @_outside_trace_checked
     def __setitem__(self, layer: int, value: torch.Tensor) -> None:
         from nnterp.attention import merge_like
 
         operation = self._operation(layer)
-        operation.output = merge_like(value, operation.output)
+        operation.output = merge_like(value, operation.output, self._model)
 
     def __len__(self) -> int:
         return self._model.num_layers

@@ -8,10 +8,13 @@ transformers versions.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nnterp.errors import NnterpError, UnavailableComponentError
 from nnterp.nnsight_seams import compiled_operations
+
+if TYPE_CHECKING:
+    from nnterp.standardized_transformer import StandardizedTransformer
 
 
 def _is_call_of(source_text_lines: list[str], line: int, dotted: str) -> bool:
@@ -76,56 +79,67 @@ def locate_probabilities(attention_envoy: Any, chain: tuple[str, ...] | None, la
         )
     if callable(chain):
         return _legacy_locator_operation(chain, attention_envoy, layer)
-    owner = attention_envoy  # the module whose forward (or method) is being read; None in a free function
-    source = None
-    operation = None
-    for depth, dotted in enumerate(chain):
-        last = depth == len(chain) - 1
+    if not chain:
+        raise UnavailableComponentError(f"attention probabilities of layer {layer}: the spec's chain is empty")
+    what = "attention probabilities"
+    owner, source = walk_chain(attention_envoy, chain[:-1], what, layer, chain)
+    envoy = submodule_envoy(owner, chain[-1])
+    if envoy is not None:
+        return envoy
+    return find_step(source if source is not None else owner.source, chain[-1], what, layer, chain)
+
+
+def find_step(source: Any, dotted: str, what: str, layer: int, chain: tuple[str, ...]) -> Any:
+    """The call ``dotted`` in ``source`` (see `find_call`), or an `UnavailableComponentError`
+    saying that ``what`` of layer ``layer`` needs eager attention or another spec ``chain``."""
+    try:
+        return find_call(source, dotted)
+    except LookupError as error:
+        raise UnavailableComponentError(
+            f"{what} of layer {layer}: {error}. Load the model with enable_attention_probs=True "
+            f"(eager attention), or fix the spec's chain {chain!r}."
+        ) from None
+
+
+def walk_chain(attention_envoy: Any, steps: tuple[str, ...], what: str, layer: int, chain: tuple[str, ...]) -> tuple[Any, Any]:
+    """Follow ``steps`` of a spec chain from the attention module: each is a submodule
+    (``"self.attention"``) of the module whose forward is read, or a call in the previous step's
+    source. Returns (the module envoy whose forward is read, ``None`` inside a free function;
+    the source view read last, ``None`` when that module's own forward is next)."""
+    owner, source = attention_envoy, None
+    for dotted in steps:
         envoy = submodule_envoy(owner, dotted)
         if envoy is not None:
-            if last:
-                return envoy
             owner, source = envoy, None
             continue
-        if source is None:
-            source = owner.source
-        try:
-            operation = find_call(source, dotted)
-        except LookupError as error:
-            raise UnavailableComponentError(
-                f"attention probabilities of layer {layer}: {error}. Load the model with "
-                f"enable_attention_probs=True (eager attention), or fix the spec's "
-                f"attention_probabilities chain {chain!r}."
-            ) from None
-        if not last:
-            if not dotted.startswith("self."):
-                owner = None
-            source = operation.source
-    return operation
+        operation = find_step(source if source is not None else owner.source, dotted, what, layer, chain)
+        if not dotted.startswith("self."):
+            owner = None
+        source = operation.source
+    return owner, source
 
 
-def split_merged_heads(tensor: Any, num_heads: int | None) -> Any:
+def split_merged_heads(tensor: Any, model: StandardizedTransformer) -> Any:
     """Attention probabilities or scores as (batch, heads, query, key).
 
-    Older attentions (BART-style decoders: XGLM, MVP, TrOCR) compute them with ``torch.bmm``
-    over the batch and head dimensions merged, (batch * heads, query, key); those are viewed
-    as (batch, heads, query, key). 4-D tensors are returned as they are.
+    Older attentions (BART-style decoders: XGLM, MVP, TrOCR; the spec's
+    ``attention_heads_merged``) compute them with ``torch.bmm`` over the batch and head
+    dimensions merged, (batch * heads, query, key); those are viewed as (batch, heads, query,
+    key). Other models' tensors are returned as they are.
 
     Example:
-        >>> split_merged_heads(torch.zeros(6, 5, 5), 3).shape
+        >>> split_merged_heads(xglm_weights, xglm).shape      # (6, 5, 5) with 3 heads
         torch.Size([2, 3, 5, 5])
     """
-    if getattr(tensor, "dim", None) is None or tensor.dim() != 3 or not num_heads or tensor.shape[0] % num_heads:
-        return tensor  # not merged heads: left for the caller's shape checks to report
-    return tensor.view(-1, num_heads, *tensor.shape[-2:])
+    if not model.spec.attention_heads_merged:
+        return tensor
+    return tensor.view(-1, model.num_heads, *tensor.shape[-2:])
 
 
-def merge_like(value: Any, current: Any) -> Any:
+def merge_like(value: Any, current: Any, model: StandardizedTransformer) -> Any:
     """``value`` (batch, heads, query, key) in the layout of the model's ``current`` tensor:
-    merged to (batch * heads, query, key) when the model computes it that way."""
-    if getattr(current, "dim", None) is not None and current.dim() == 3 and getattr(value, "dim", lambda: 0)() == 4:
-        return value.reshape(current.shape)
-    return value
+    merged to (batch * heads, query, key) where the spec says the model computes it that way."""
+    return value.reshape(current.shape) if model.spec.attention_heads_merged else value
 
 
 def _legacy_locator_operation(locator: Any, attention_envoy: Any, layer: int) -> Any:

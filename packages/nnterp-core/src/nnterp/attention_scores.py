@@ -67,40 +67,19 @@ def locate_scores(
     or its ``attention_probabilities`` chain (``derived=True``), whose last operation sits in
     the same forward as the softmax (or is the softmax).
     """
-    from nnterp.attention import find_call, submodule_envoy
+    from nnterp.attention import find_call, find_step, submodule_envoy, walk_chain
 
-    owner, source = attention_envoy, None
-    for depth, dotted in enumerate(chain):
-        last = depth == len(chain) - 1
-        envoy = submodule_envoy(owner, dotted)
-        if envoy is not None and not last:
-            owner, source = envoy, None
-            continue
-        if last and (derived or envoy is not None):
-            if dotted in SOFTMAX_CALLS:
-                return find_call(source if source is not None else owner.source, dotted)
-            return _find_softmax(
-                source if source is not None else owner.source,
-                layer,
-                f"the forward calling {dotted}",
-            )
-        if source is None:
-            source = owner.source
-        try:
-            operation = find_call(source, dotted)
-        except LookupError as error:
-            raise UnavailableComponentError(
-                f"attention scores of layer {layer}: {error}. Load with enable_attention_probs=True "
-                f"(eager attention), or fix the spec's chain {chain!r}."
-            ) from None
-        if last:
-            return operation
-        if not dotted.startswith("self."):
-            owner = None
-        source = operation.source
-    raise UnavailableComponentError(
-        f"attention scores of layer {layer}: the spec's chain is empty"
-    )
+    if not chain:
+        raise UnavailableComponentError(f"attention scores of layer {layer}: the spec's chain is empty")
+    what, last = "attention scores", chain[-1]
+    owner, source = walk_chain(attention_envoy, chain[:-1], what, layer, chain)
+    view = source if source is not None else owner.source
+    if not derived and submodule_envoy(owner, last) is None:
+        return find_step(view, last, what, layer, chain)
+    # The softmax sits in the forward that calls the chain's last step (or is that step).
+    if last in SOFTMAX_CALLS:
+        return find_call(view, last)
+    return _find_softmax(view, layer, f"the forward calling {last}")
 
 
 def scores_unavailable(model: StandardizedTransformer) -> str | None:
@@ -173,14 +152,14 @@ class AttentionScoresAccessor(_PerLayerView):
     def __getitem__(self, layer: int) -> torch.Tensor:
         from nnterp.attention import split_merged_heads
 
-        return split_merged_heads(self._operation(layer).input, self._model.num_heads)
+        return split_merged_heads(self._operation(layer).input, self._model)
 
     @_outside_trace_checked
     def __setitem__(self, layer: int, value: torch.Tensor) -> None:
         from nnterp.attention import merge_like
 
         operation = self._operation(layer)
-        operation.input = merge_like(value, operation.input)
+        operation.input = merge_like(value, operation.input, self._model)
 
 
 __all__ = [

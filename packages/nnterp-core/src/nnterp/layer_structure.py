@@ -92,7 +92,8 @@ class LayerStructure:
         norms: Per layer, its `SublayerNorms`.
         parallel: The mixer and the MLP both read the block's input (no stream between them).
         required_inputs: Per layer, the forward input without which the model skips the block
-            (the spec's ``conditional_layers``), or ``None``: it always runs.
+            (the spec's ``conditional_layers``), or ``None``: it always runs; empty when no
+            block is conditional.
     """
 
     mixers: tuple[Mixer | None, ...]
@@ -255,7 +256,10 @@ def resolve_layer_structure(
         non_additive=POST_NORM_REASON if spec.is_post_norm(config) else spec.non_additive,
         norms=tuple(norms),
         parallel=spec.is_parallel(config),
-        required_inputs=tuple(spec.conditional_layers.get(type(layer).__name__) for layer in layers),
+        # Empty when every block always runs, so that accessors skip the per-run check.
+        required_inputs=tuple(spec.conditional_layers.get(type(layer).__name__) for layer in layers)
+        if spec.conditional_layers
+        else (),
     )
 
 

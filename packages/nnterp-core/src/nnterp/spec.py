@@ -185,6 +185,9 @@ class ArchitectureSpec:
             positions are not rotary (GPT-2).
         num_kv_heads_keys: config attribute names giving the number of key/value heads; used
             only when the projections' sizes cannot tell (fused ``"interleaved_heads"``).
+        attention_heads_merged: The attention computes its scores and probabilities over the
+            batch and head dimensions merged, (batch * heads, query, key) (``torch.bmm``-style
+            BART decoders: XGLM, MVP, TrOCR); nnterp reads them as (batch, heads, query, key).
         qk_head_dim_keys: config attribute names giving the size of one query/key head, when
             it differs from the value heads' (the output projection's input per head):
             MiMo-V2-Flash's ``("head_dim",)`` (192, values 128). ``()``: one head size.
@@ -281,6 +284,7 @@ class ArchitectureSpec:
     rotary_embedding: str | None = "apply_rotary_pos_emb"
     num_kv_heads_keys: tuple[str, ...] = ("num_key_value_heads", "num_kv_heads", "n_head_kv")
     qk_head_dim_keys: tuple[str, ...] = ()
+    attention_heads_merged: bool = False
     attention_sinks: bool = False
     position_ids_from_mask: bool = True
     attention_contribution: Contribution = MODULE_OUTPUT

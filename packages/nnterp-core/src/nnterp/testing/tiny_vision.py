@@ -125,6 +125,16 @@ _QWEN3_VISION = {
     "num_position_embeddings": 16,
 }
 _ANYRES = [[28, 28], [28, 56], [56, 28]]
+#: The LLaVA family's image processor sizes, and its processor and image token.
+_LLAVA_CROP = {"size": {"shortest_edge": 28}, "crop_size": {"height": 28, "width": 28}}
+_LLAVA_IMAGES: dict[str, Any] = {
+    "processor": {"patch_size": 14, "vision_feature_select_strategy": "default", "num_additional_image_tokens": 1},
+    "placeholder": "<image>",
+    "named_tokens": _LLAVA_TOKENS,
+    "token_ids": {"image_token_id": "<image>"},
+}
+#: The Qwen-VL family's placeholder and image tokens.
+_QWEN_IMAGES: dict[str, Any] = {"placeholder": _QWEN_PLACEHOLDER, "named_tokens": _QWEN_TOKENS, "token_ids": _QWEN_IDS}
 
 _KINDS: dict[str, _Kind] = {
     kind.model_type: kind
@@ -133,18 +143,8 @@ _KINDS: dict[str, _Kind] = {
             model_type="llava",
             processor_class="LlavaProcessor",
             image_processor_class="LlavaImageProcessorPil",
-            image_processor={
-                "size": {"shortest_edge": 28},
-                "crop_size": {"height": 28, "width": 28},
-            },
-            processor={
-                "patch_size": 14,
-                "vision_feature_select_strategy": "default",
-                "num_additional_image_tokens": 1,
-            },
-            placeholder="<image>",
-            named_tokens=_LLAVA_TOKENS,
-            token_ids={"image_token_id": "<image>"},
+            image_processor=_LLAVA_CROP,
+            **_LLAVA_IMAGES,
             config={
                 "vision_feature_select_strategy": "default",
                 "vision_feature_layer": -1,
@@ -155,19 +155,8 @@ _KINDS: dict[str, _Kind] = {
             model_type="llava_next",
             processor_class="LlavaNextProcessor",
             image_processor_class="LlavaNextImageProcessorPil",
-            image_processor={
-                "size": {"shortest_edge": 28},
-                "crop_size": {"height": 28, "width": 28},
-                "image_grid_pinpoints": _ANYRES,
-            },
-            processor={
-                "patch_size": 14,
-                "vision_feature_select_strategy": "default",
-                "num_additional_image_tokens": 1,
-            },
-            placeholder="<image>",
-            named_tokens=_LLAVA_TOKENS,
-            token_ids={"image_token_id": "<image>"},
+            image_processor={**_LLAVA_CROP, "image_grid_pinpoints": _ANYRES},
+            **_LLAVA_IMAGES,
             config={
                 "vision_feature_select_strategy": "default",
                 "vision_feature_layer": -1,
@@ -199,18 +188,8 @@ _KINDS: dict[str, _Kind] = {
             model_type="vipllava",
             processor_class="LlavaProcessor",
             image_processor_class="CLIPImageProcessorPil",
-            image_processor={
-                "size": {"shortest_edge": 28},
-                "crop_size": {"height": 28, "width": 28},
-            },
-            processor={
-                "patch_size": 14,
-                "vision_feature_select_strategy": "default",
-                "num_additional_image_tokens": 1,
-            },
-            placeholder="<image>",
-            named_tokens=_LLAVA_TOKENS,
-            token_ids={"image_token_id": "<image>"},
+            image_processor=_LLAVA_CROP,
+            **_LLAVA_IMAGES,
             config={"vision_feature_layers": [-2, -1]},  # 5.22 name, still an alias
             vision={"image_size": 28, "patch_size": 14, "projection_dim": 32},
         ),
@@ -219,9 +198,7 @@ _KINDS: dict[str, _Kind] = {
             processor_class="Qwen2VLProcessor",
             image_processor_class="Qwen2VLImageProcessorPil",
             image_processor=_QWEN_IMAGES_56,
-            placeholder=_QWEN_PLACEHOLDER,
-            named_tokens=_QWEN_TOKENS,
-            token_ids=_QWEN_IDS,
+            **_QWEN_IMAGES,
             text={"rope_parameters": _MROPE},
             vision={
                 "depth": 2,
@@ -237,9 +214,7 @@ _KINDS: dict[str, _Kind] = {
             processor_class="Qwen2_5_VLProcessor",
             image_processor_class="Qwen2VLImageProcessorPil",
             image_processor=_QWEN_IMAGES_56,
-            placeholder=_QWEN_PLACEHOLDER,
-            named_tokens=_QWEN_TOKENS,
-            token_ids=_QWEN_IDS,
+            **_QWEN_IMAGES,
             text={"rope_parameters": _MROPE},
             vision={
                 "depth": 2,
@@ -257,9 +232,7 @@ _KINDS: dict[str, _Kind] = {
             processor_class="Qwen3VLProcessor",
             image_processor_class="Qwen2VLImageProcessorPil",
             image_processor=_QWEN_IMAGES_64,
-            placeholder=_QWEN_PLACEHOLDER,
-            named_tokens=_QWEN_TOKENS,
-            token_ids=_QWEN_IDS,
+            **_QWEN_IMAGES,
             text={"rope_parameters": _MROPE},
             vision={**_QWEN3_VISION, "deepstack_visual_indexes": [0]},
             image_only=True,
@@ -269,9 +242,7 @@ _KINDS: dict[str, _Kind] = {
             processor_class="Qwen3VLProcessor",
             image_processor_class="Qwen2VLImageProcessorPil",
             image_processor=_QWEN_IMAGES_64,
-            placeholder=_QWEN_PLACEHOLDER,
-            named_tokens=_QWEN_TOKENS,
-            token_ids=_QWEN_IDS,
+            **_QWEN_IMAGES,
             text={
                 "layer_types": ["linear_attention", "full_attention"],
                 "linear_key_head_dim": 16,

@@ -44,7 +44,7 @@ from nnterp.interventions.decomposition import (
     unflatten_rows,
 )
 from nnterp.interventions.gradients import activations_only_autograd
-from nnterp.interventions.metrics import Metric, TokenIds, evaluate_metric, require_scalar
+from nnterp.interventions.metrics import Metric, TokenIds, require_scalar
 from nnterp.interventions.patching import aligned_length
 from nnterp.interventions.saes import SparseAutoencoder, sae_site, site_activations, splice_sae
 from nnterp.progress import progress_bar
@@ -304,9 +304,10 @@ def feature_patching(
         raise InvalidInputError(f"batch_size must be an int of at least 1, got {batch_size!r}")
     sweep = _sweep(model, clean, corrupted, sae, site, features, positions, by_position)
     clean_features = _features(model, sweep.clean, sae, sweep.key)
-    corrupted_features = _features(model, sweep.corrupted, sae, sweep.key)
-    baseline = float(evaluate_metric(model, sweep.corrupted, metric))
-    grid = torch.full(sweep.shape, baseline)
+    with model.trace(sweep.corrupted):  # the corrupted features and metric, one forward
+        corrupted_features = nnsight.save(_encoder(sae, sweep.key)(read_site(model, sweep.parsed)))
+        baseline = nnsight.save(require_scalar(metric(model.logits), "feature_patching"))
+    grid = torch.full(sweep.shape, float(baseline))
     jobs = [(where, cell) for where, cell in sweep.cells() if not torch.equal(clean_features[cell], corrupted_features[cell])]
     bar = progress_bar(total=len(jobs), desc="patching SAE features", disable=not progress)
     for start in range(0, len(jobs), batch_size):

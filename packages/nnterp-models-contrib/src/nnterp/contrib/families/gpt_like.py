@@ -196,6 +196,7 @@ XGLM = BIOGPT.with_classes(
     lm_head="lm_head",
     embed_tokens="model.embed_tokens",
     attention_probabilities=("nn.functional.dropout",),
+    attention_heads_merged=True,
     attention_scores=None,
 )
 
@@ -226,7 +227,9 @@ BART_DECODER = OPT.with_classes(
 )
 
 #: MVP and TrOCR compute (batch * heads, q, k) probabilities, like XGLM (viewed per head).
-MVP = BART_DECODER.with_classes("MvpForCausalLM", name="mvp", attention_probabilities=("nn.functional.dropout",))
+MVP = BART_DECODER.with_classes(
+    "MvpForCausalLM", name="mvp", attention_probabilities=("nn.functional.dropout",), attention_heads_merged=True
+)
 TROCR = MVP.with_classes("TrOCRForCausalLM", name="trocr", lm_head="output_projection")
 
 #: BigBird-Pegasus (pre-norm) normalizes the decoder output with ``layernorm_embedding``.

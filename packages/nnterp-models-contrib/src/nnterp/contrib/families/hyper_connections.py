@@ -27,10 +27,7 @@ def _single_stream_reason(update: str) -> str:
 
 
 def _unavailable(reason: str) -> dict[str, str]:
-    return {
-        site: reason
-        for site in ("layers_input", "layers_output", "layers_mid", "mlps_norm_scale", "ln_final_scale")
-    }
+    return {site: reason for site in ("layers_input", "layers_output", "layers_mid")}
 
 
 _DEEPSEEK_V4 = _single_stream_reason("post * output + comb^T @ streams (the streams mixed by a learned matrix)")
@@ -49,12 +46,9 @@ DEEPSEEK_V4 = LLAMA_MOE.with_classes(
 )
 
 #: HunYuan-V4: hyper-connection streams, each given its own weight of a sublayer's output.
-HY_V4 = LLAMA_MOE.with_classes(
+HY_V4 = DEEPSEEK_V4.with_classes(
     "HYV4ForCausalLM",
     name="hy_v4",
-    residual_streams="hc_mult",
-    streams_head="model.hc_head",
-    attention_sinks=True,
     non_additive=_HY_V4,
     unavailable_sites=_unavailable(_HY_V4),
     tiny_config={**MLA_TINY, "hc_mult": 2},
