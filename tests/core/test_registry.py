@@ -149,7 +149,7 @@ def _synthetic_shipped(tmp_path, **models) -> str:
 def test_check_release_reports_a_type_that_newly_fails_and_exits_1(
     tmp_path, capsys, no_user_registry
 ):
-    # xlnet has no spec (XLNetLMHeadModel cannot be standardized): recorded here as passing.
+    # xlm has no spec (XLMWithLMHeadModel cannot be standardized): recorded here as passing.
     against = _synthetic_shipped(
         tmp_path,
         llama={
@@ -158,8 +158,8 @@ def test_check_release_reports_a_type_that_newly_fails_and_exits_1(
             "checks": {"renaming": "fail"},
             "error": "old",
         },
-        xlnet={
-            "class_name": "XLNetLMHeadModel",
+        xlm={
+            "class_name": "XLMWithLMHeadModel",
             "status": "pass",
             "checks": {"renaming": "pass"},
             "error": None,
@@ -176,7 +176,7 @@ def test_check_release_reports_a_type_that_newly_fails_and_exits_1(
             "check-release",
             "--model-types",
             "llama",
-            "xlnet",
+            "xlm",
             "gpt2",
             "--against",
             against,
@@ -186,8 +186,8 @@ def test_check_release_reports_a_type_that_newly_fails_and_exits_1(
     output = capsys.readouterr().out
     assert code == 1
     table = [line.split() for line in output.splitlines()]
-    assert ["newly", "failing", "xlnet", "pass", "fail", "yes"] == table[
-        _index(table, "xlnet")
+    assert ["newly", "failing", "xlm", "pass", "fail", "yes"] == table[
+        _index(table, "xlm")
     ][:6]
     assert ["newly", "passing", "llama", "fail", "pass"] == table[
         _index(table, "llama")

@@ -17,6 +17,7 @@ from nnterp.compat import LegacyProbabilityMethods
 from nnterp.errors import InvalidInputError, UnavailableComponentError
 from nnterp.inputs import nnsight_error, normalize_index
 from nnterp.nnsight_seams import run_state
+from nnterp.stream_layout import from_standard, to_standard
 
 if TYPE_CHECKING:
     from nnterp.spec import Contribution
@@ -144,7 +145,7 @@ class LayerAccessor(_PerLayerView):
         value = envoy.input if self._io == "input" else first_tensor(envoy.output)
         if self._tokens_flattened(layer):
             value = unflatten_tokens(value, token_shape(self._model, value))
-        return value
+        return to_standard(self._model, value)
 
     @_outside_trace_checked
     def __setitem__(self, layer: int, value: torch.Tensor) -> None:
@@ -154,9 +155,11 @@ class LayerAccessor(_PerLayerView):
         flattened = self._tokens_flattened(layer)
         if self._io == "input":
             current = envoy.input
+            value = from_standard(self._model, current, value)
             envoy.input = value.reshape(current.shape) if flattened else value
         else:
             current = envoy.output
+            value = from_standard(self._model, first_tensor(current), value)
             if flattened:
                 value = value.reshape(first_tensor(current).shape)
             envoy.output = replace_first(current, value)
@@ -185,6 +188,46 @@ class StreamsAccessor(LayerAccessor):
         why = self.unavailable(0)
         if why is not None:
             raise UnavailableComponentError(f"{self._site} of {self._model.spec.name}: {why}.")
+
+    def unpack(self, raw: Any) -> Any:
+        """The (batch, seq, streams, hidden) view of a block's input or output ``raw`` as the
+        model holds its streams (the spec's ``streams_packing``: stacked as is, flattened
+        (batch, seq, streams * hidden) unflattened). A view: it shares ``raw``'s memory.
+        Non-tensors pass through."""
+        if not isinstance(raw, torch.Tensor) or self._model.spec.streams_packing != "flattened":
+            return raw
+        return raw.unflatten(-1, (self._streams(), -1))
+
+    def pack(self, value: torch.Tensor) -> torch.Tensor:
+        """``value`` (..., streams, hidden) packed the model's way (the inverse of `unpack`):
+        what a block receives or returns, or its final collapse reads."""
+        if self._model.spec.streams_packing == "flattened":
+            return value.flatten(-2)
+        return value
+
+    def _streams(self) -> int:
+        streams = self._model.num_streams
+        if streams is None:
+            raise UnavailableComponentError(
+                f"{self._site} of {self._model.spec.name}: the model has one residual stream: read layers_input/layers_output."
+            )
+        return streams
+
+    @_outside_trace_checked
+    def __getitem__(self, layer: int) -> torch.Tensor:
+        return self.unpack(super().__getitem__(layer))
+
+    @_outside_trace_checked
+    def __setitem__(self, layer: int, value: torch.Tensor) -> None:
+        self._refuse_declared()
+        streams = (self._streams(), self._model.hidden_size)
+        if not isinstance(value, torch.Tensor) or value.dim() < 3 or tuple(value.shape[-2:]) != streams:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise InvalidInputError(
+                f"{self._site}[{layer}] takes (batch, seq, streams, hidden) = (..., {streams[0]}, {streams[1]}) "
+                f"streams, got {shape}: assign a tensor shaped like what {self._site}[{layer}] reads"
+            )
+        super().__setitem__(layer, self.pack(value))
 
 
 def child_envoy(envoy: Any, path: str) -> Any:
@@ -308,7 +351,7 @@ class ContributionAccessor(_PerLayerView):
         if residual is not None:
             value = value - residual
         scale = self._scale(layer_envoy, contribution)
-        return value if scale is None else value * scale
+        return to_standard(self._model, value if scale is None else value * scale)
 
     @_outside_trace_checked
     def __setitem__(self, layer: int, value: torch.Tensor) -> None:
@@ -329,11 +372,34 @@ class ContributionAccessor(_PerLayerView):
         scale = self._scale(layer_envoy, contribution)
         raw = value if scale is None else value / scale
         if residual is not None:
-            raw = raw + residual
+            raw = raw + to_standard(self._model, residual)
+        raw = from_standard(self._model, first_tensor(current), raw)
         if contribution.tokens_flattened:
             raw = raw.reshape(first_tensor(current).shape)
         envoy.output = replace_first(current, raw)
 
+
+
+def no_softmax_attention(model: StandardizedTransformer) -> str | None:
+    """Why no layer of ``model`` has a softmax attention (neither a mixer nor one beside it), or ``None``."""
+    structure = model.layer_structure
+    beside_mixers = any(path is not None for path in structure.side_attentions)
+    if (model.paths["self_attn"] is None and not beside_mixers) or not structure.probability_layers:
+        return "no layer of this model is softmax attention"
+    return None
+
+
+def probabilities_off(model: StandardizedTransformer) -> str | None:
+    """Why ``model``'s attention probabilities are not readable on any layer (the spec names no
+    probability operation, or the model was loaded without eager attention), or ``None``."""
+    if model.spec.attention_probabilities is None:
+        return "this attention computes no explicit probabilities (e.g. a fused kernel or (batch*heads, q, k) layout)"
+    if not model.attention_probabilities_enabled:
+        return (
+            "attention probabilities are off: load with "
+            "StandardizedTransformer(..., enable_attention_probs=True) (eager attention)"
+        )
+    return None
 
 
 class AttentionProbabilitiesAccessor(LegacyProbabilityMethods):
@@ -346,36 +412,49 @@ class AttentionProbabilitiesAccessor(LegacyProbabilityMethods):
     def __init__(self, model: StandardizedTransformer) -> None:
         self._model = model
 
+    def unavailable(self, layer: int) -> str | None:
+        """Why layer ``layer`` has no readable attention probabilities, or ``None`` (what
+        ``support()`` reports; on hybrids the reason names the layers that have them)."""
+        model = self._model
+        return (
+            no_softmax_attention(model)
+            or probabilities_off(model)
+            or model.layer_structure.probabilities_unavailable(layer)
+        )
+
     def _operation(self, layer: int) -> Any:
-        from nnterp.attention import locate_probabilities
+        from nnterp.attention import attention_to_read, locate_probabilities
 
         model = self._model
         model._require_attention_probabilities()
         layer = normalize_layer(model, layer)
-        attention = model._attention(layer)
-        model._before_inside_mixer(layer)
+        attention = attention_to_read(model, layer, "attention_probabilities")
         return locate_probabilities(attention, model.spec.attention_probabilities, layer)
 
     @_outside_trace_checked
     def __getitem__(self, layer: int) -> torch.Tensor:
         from nnterp.attention import split_merged_heads
 
-        return split_merged_heads(self._operation(layer).output, self._model)
+        return to_standard(self._model, split_merged_heads(self._operation(layer).output, self._model), pattern=True)
 
     @_outside_trace_checked
     def __setitem__(self, layer: int, value: torch.Tensor) -> None:
-        from nnterp.attention import merge_like
+        from nnterp.attention import merge_like, split_merged_heads
 
         operation = self._operation(layer)
-        operation.output = merge_like(value, operation.output, self._model)
+        current = operation.output
+        value = from_standard(self._model, split_merged_heads(current, self._model), value, pattern=True)
+        operation.output = merge_like(value, current, self._model)
 
     def __len__(self) -> int:
         return self._model.num_layers
 
     def print_source(self, layer: int = 0) -> None:
         """Print the attention forward of ``layer`` and the operation chain that is hooked."""
+        from nnterp.attention import softmax_attention_envoy
+
         model = self._model
-        attention = model._attention(normalize_layer(model, layer))
+        attention = softmax_attention_envoy(model, normalize_layer(model, layer), "attention_probabilities")
         print(attention.source)
         chain = model.spec.attention_probabilities
         print(

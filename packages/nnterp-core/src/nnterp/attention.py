@@ -24,24 +24,34 @@ def _is_call_of(source_text_lines: list[str], line: int, dotted: str) -> bool:
     return re.search(rf"(?<![\w.]){re.escape(dotted)}\s*\(", window) is not None
 
 
+_OCCURRENCE = re.compile(r"^(?P<name>.+)\[(?P<index>-?\d+)\]$")
+
+
 def find_call(source: Any, dotted: str) -> Any:
     """The first operation of an NNsight ``Source`` that calls ``dotted`` (e.g. ``"torch.softmax"``).
 
     Assignments that share the name (``attention_interface = ...``) are skipped: only a call
-    of the function qualifies.
+    of the function qualifies. ``"name[k]"`` picks the k-th call of ``name`` in the source's
+    order instead (``[-1]``: the last), for a forward whose first call sits in a branch the
+    standard inputs do not take (XLNet's two-stream attention).
 
     Raises:
         LookupError: no call of that name in the forward.
     """
+    occurrence = _OCCURRENCE.match(dotted)
+    index = 0
+    if occurrence is not None:
+        dotted, index = occurrence.group("name"), int(occurrence.group("index"))
     base = dotted.replace(".", "_")
     pattern = re.compile(rf"^{re.escape(base)}_(\d+)$")
     names, line_of, text = compiled_operations(source)
     lines = text.split("\n")
     labels = sorted((int(match.group(1)), name) for name in names if (match := pattern.match(name)))
-    for _, name in labels:
-        if _is_call_of(lines, line_of[name], dotted):
-            return getattr(source, name)
-    raise LookupError(f"no call of {dotted}(...) in {source.prefix}; operations: {', '.join(names)}")
+    calls = [name for _, name in labels if _is_call_of(lines, line_of[name], dotted)]
+    if -len(calls) <= index < len(calls):
+        return getattr(source, calls[index])
+    which = f"call [{index}] of" if occurrence is not None else "call of"
+    raise LookupError(f"no {which} {dotted}(...) in {source.prefix}; operations: {', '.join(names)}")
 
 
 def submodule_envoy(owner: Any, dotted: str) -> Any:
@@ -62,6 +72,45 @@ def submodule_envoy(owner: Any, dotted: str) -> Any:
     for part in path.split("."):
         envoy = getattr(envoy, part)
     return envoy
+
+
+def softmax_attention_envoy(model: StandardizedTransformer, layer: int, what: str) -> Any:
+    """The envoy of the softmax attention whose probabilities layer ``layer`` computes: its
+    ``self_attn`` on attention layers, or the spec's ``side_attention`` on layers that run one
+    besides a mixer of another kind (Zamba's shared block). Inside a trace, called before any
+    read of the layer's mixer on those layers (the side attention runs first).
+
+    Raises:
+        UnavailableComponentError: layer ``layer`` computes no softmax attention; the message
+            names the layers that do (``what`` names the site asked for).
+
+    Example:
+        >>> softmax_attention_envoy(zamba, 1, "attention_probabilities")   # layers[1].shared_transf.self_attn
+    """
+    structure = model.layer_structure
+    if not structure.side_attentions:
+        return model._attention(layer)
+    side = structure.side_attention(layer)
+    if side is None:
+        why = structure.probabilities_unavailable(layer)
+        if why is not None:
+            raise UnavailableComponentError(f"{what}[{layer}] of {model.spec.name}: {why}.")
+        return model._attention(layer)
+    envoy = model.layers[layer]
+    for part in side.split("."):
+        envoy = getattr(envoy, part)
+    return envoy
+
+
+def attention_to_read(model: StandardizedTransformer, layer: int, what: str) -> Any:
+    """`softmax_attention_envoy`, inside a trace, before a value computed in it is read: when
+    that attention is the layer's mixer, what the mixer's contribution needs from its input is
+    read first (`StandardizedTransformer._before_inside_mixer`); a side attention runs before
+    its layer's mixer, so nothing of the mixer is read yet."""
+    attention = softmax_attention_envoy(model, layer, what)
+    if model.layer_structure.side_attention(layer) is None:
+        model._before_inside_mixer(layer)
+    return attention
 
 
 def locate_probabilities(attention_envoy: Any, chain: tuple[str, ...] | None, layer: int) -> Any:

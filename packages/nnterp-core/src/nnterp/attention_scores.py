@@ -129,11 +129,13 @@ class AttentionScoresAccessor(_PerLayerView):
         structure = self._model.layer_structure
         return (
             declared
-            or structure.attention_unavailable(layer)
+            or structure.probabilities_unavailable(layer)
             or scores_unavailable(self._model)
         )
 
     def _operation(self, layer: int) -> Any:
+        from nnterp.attention import attention_to_read
+
         model = self._model
         layer = normalize_layer(model, layer)
         why = self.unavailable(layer)
@@ -141,8 +143,7 @@ class AttentionScoresAccessor(_PerLayerView):
             raise UnavailableComponentError(
                 f"attention_scores[{layer}] of {model.spec.name}: {why}."
             )
-        attention = model._attention(layer)
-        model._before_inside_mixer(layer)
+        attention = attention_to_read(model, layer, "attention_scores")
         spec = model.spec
         if spec.attention_scores:
             return locate_scores(attention, spec.attention_scores, False, layer)

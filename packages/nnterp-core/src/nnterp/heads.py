@@ -47,6 +47,7 @@ from nnterp.accessors import normalize_layer
 from nnterp.errors import InvalidInputError, NnterpError, UnavailableComponentError
 from nnterp.sites import HEAD_SITES
 from nnterp.spec import config_value
+from nnterp.stream_layout import from_standard, to_standard
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
@@ -322,6 +323,7 @@ class HeadsAccessor:
         layout = self.layout_for(None if layer is None else normalize_layer(self._model, layer))
         if self.site in ("queries_rotated", "keys_rotated"):
             return raw.transpose(1, 2)
+        raw = to_standard(self._model, raw)
         if self.site == "heads_output":
             return _split_heads(raw, layout.num_heads)
         part = self.site[0]
@@ -346,11 +348,12 @@ class HeadsAccessor:
     def _from_heads(self, raw: torch.Tensor, value: torch.Tensor, layout: AttentionLayout) -> torch.Tensor:
         if self.site in ("queries_rotated", "keys_rotated"):
             return value.transpose(1, 2)
+        standard = to_standard(self._model, raw)
         if self.site == "heads_output" or layout.q_proj is not None:
-            return value.reshape(raw.shape)
-        rebuilt = raw.clone()
+            return from_standard(self._model, raw, value.reshape(standard.shape))
+        rebuilt = standard.clone()
         self._fused_part(rebuilt, self.site[0], layout)[...] = value
-        return rebuilt
+        return from_standard(self._model, raw, rebuilt)
 
     # -- indexing ------------------------------------------------------------------------------
 
@@ -511,14 +514,14 @@ class HeadResultsAccessor:
         layout = self.layout_for(layer)
         envoy = _child(heads_output._attention(layer), cast(str, layout.o_proj))
         current = envoy.output
-        expected = (*current.shape[:-1], layout.num_heads, weight.shape[-1])
+        expected = (*to_standard(self._model, current).shape[:-1], layout.num_heads, weight.shape[-1])
         if tuple(getattr(value, "shape", ())) != expected:
             raise InvalidInputError(
                 f"heads_result[{layer}] has shape {expected} (batch, seq, heads, hidden) but the value has "
                 f"shape {tuple(getattr(value, 'shape', ()))}: pass a tensor of that shape."
             )
         total = value.to(dtype=current.dtype, device=current.device).sum(-2)
-        envoy.output = total if bias is None else total + bias
+        envoy.output = from_standard(self._model, current, total if bias is None else total + bias)
 
     def __len__(self) -> int:
         return self._model.num_layers

@@ -94,6 +94,10 @@ class LayerStructure:
         required_inputs: Per layer, the forward input without which the model skips the block
             (the spec's ``conditional_layers``), or ``None``: it always runs; empty when no
             block is conditional.
+        side_attentions: Per layer, the path (from the layer) of a softmax attention it runs
+            besides its mixer (the spec's ``side_attention``: Zamba's shared block), or
+            ``None``; empty when the spec names none.
+        side_attention_reason: Why such an attention's output is no additive contribution.
     """
 
     mixers: tuple[Mixer | None, ...]
@@ -102,6 +106,8 @@ class LayerStructure:
     norms: tuple[SublayerNorms, ...] = ()
     parallel: bool = False
     required_inputs: tuple[str | None, ...] = ()
+    side_attentions: tuple[str | None, ...] = ()
+    side_attention_reason: str | None = None
 
     def skipped_reason(self, layer: int, inputs: set[str] | None) -> str | None:
         """Why layer ``layer`` does not run in a forward given ``inputs`` (names of its keyword
@@ -140,13 +146,57 @@ class LayerStructure:
         return self.mixers[layer].contribution.unavailable  # type: ignore[union-attr]
 
     def attention_unavailable(self, layer: int) -> str | None:
-        """Why layer ``layer`` has no softmax attention, or ``None``."""
+        """Why layer ``layer``'s mixer is not softmax attention (so the attention sites that
+        read a mixer: ``attentions_output``, per-head sites, norm scales), or ``None``."""
         kind = self.kinds[layer]
         if kind == "attention":
             return None
+        side = self.side_attention(layer)
+        if side is not None:
+            return (
+                f"layer {layer}'s mixer is {kind}; its softmax attention ({side}) runs beside it: "
+                f"{self.side_attention_reason or 'its output is no additive contribution'} "
+                f"(attention_probabilities[{layer}] reads it)"
+            )
         if kind is None:
             return f"layer {layer} has no attention module"
-        return f"layer {layer} is a {kind} mixer, not softmax attention (attention layers: {list(self.attention_layers)})"
+        beside = f"; softmax attention beside the mixer: {list(self.probability_layers)}" if self.side_attentions else ""
+        return f"layer {layer} is a {kind} mixer, not softmax attention (attention layers: {list(self.attention_layers)}{beside})"
+
+    def side_attention(self, layer: int) -> str | None:
+        """Path, from layer ``layer``, of the softmax attention it runs besides a mixer that is
+        not softmax attention (the spec's ``side_attention``), or ``None``."""
+        if self.kinds[layer] == "attention" or layer >= len(self.side_attentions):
+            return None
+        return self.side_attentions[layer]
+
+    def softmax_attention(self, layer: int) -> str | None:
+        """Path, from layer ``layer``, of the softmax attention whose probabilities it computes:
+        its mixer's on attention layers, the side attention's where it runs one, else ``None``."""
+        mixer = self.mixers[layer]
+        if mixer is not None and mixer.kind == "attention":
+            return mixer.path
+        return self.side_attention(layer)
+
+    @property
+    def probability_layers(self) -> tuple[int, ...]:
+        """Indices of the layers that compute softmax attention probabilities: the attention
+        layers, and the layers running a side attention (Zamba's hybrid layers)."""
+        return tuple(index for index in range(len(self.mixers)) if self.softmax_attention(index) is not None)
+
+    def probabilities_unavailable(self, layer: int) -> str | None:
+        """Why layer ``layer`` computes no attention probabilities, or ``None``; the reason names
+        the layers that do."""
+        if self.softmax_attention(layer) is not None:
+            return None
+        if not self.side_attentions:
+            return self.attention_unavailable(layer)
+        kind = self.kinds[layer]
+        holder = f"layer {layer} ({kind} mixer)" if kind else f"layer {layer}"
+        return (
+            f"{holder} runs no softmax attention; the layers with attention probabilities are "
+            f"{list(self.probability_layers)}"
+        )
 
     def mlp_unavailable(self, layer: int) -> str | None:
         """Why layer ``layer`` has no MLP contribution, or ``None``."""
@@ -260,6 +310,10 @@ def resolve_layer_structure(
         required_inputs=tuple(spec.conditional_layers.get(type(layer).__name__) for layer in layers)
         if spec.conditional_layers
         else (),
+        side_attentions=tuple(_first_found(layer, spec.path("side_attention")) for layer in layers)
+        if spec.side_attention
+        else (),
+        side_attention_reason=spec.side_attention_reason,
     )
 
 

@@ -42,6 +42,7 @@ from nnterp.accessors import (
 )
 from nnterp.errors import InvalidInputError, UnavailableComponentError
 from nnterp.norm_scales import norm_input_envoy
+from nnterp.stream_layout import from_standard, to_standard
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
@@ -78,7 +79,7 @@ class LayersMidAccessor(_PerLayerView):
         value = first_tensor(self._envoy(layer).input)
         if value.dim() == 2:  # a layer that flattens its tokens before the MLP (OPT)
             value = unflatten_tokens(value, token_shape(self._model, value))
-        return value
+        return to_standard(self._model, value)
 
     @_outside_trace_checked
     def __setitem__(self, layer: int, value: torch.Tensor) -> None:
@@ -92,8 +93,9 @@ class LayersMidAccessor(_PerLayerView):
                 f"MLP's contribution back; patch mlps_input[{layer}] and layers_output[{layer}] instead."
             )
         current = first_tensor(envoy.input)
+        standard = to_standard(model, current)
         stream_shape = (
-            tuple(current.shape)
+            tuple(standard.shape)
             if current.dim() == 3
             else (*token_shape(model, current), current.shape[-1])
         )
@@ -103,7 +105,7 @@ class LayersMidAccessor(_PerLayerView):
                 f"has shape {tuple(getattr(value, 'shape', ()))}: pass a tensor of that shape."
             )
         stream = value.to(dtype=current.dtype, device=current.device)
-        envoy.input = stream.reshape(current.shape)
+        envoy.input = from_standard(model, current, stream).reshape(current.shape)
         model.layers_output[layer] = stream + model.mlps_output[layer]
 
 

@@ -46,6 +46,7 @@ from nnterp.accessors import (
 )
 from nnterp.errors import UnavailableComponentError
 from nnterp.spec import config_value
+from nnterp.stream_layout import to_standard
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
@@ -272,7 +273,7 @@ def _stream_input(model: StandardizedTransformer, envoy: Any) -> torch.Tensor:
     value = first_tensor(envoy.input)
     if value.dim() == 2:
         value = unflatten_tokens(value, token_shape(model, value))
-    return value
+    return to_standard(model, value)
 
 
 def sublayer_module_path(

@@ -43,6 +43,14 @@ DEFAULT_ATTENTION_PROBABILITIES: tuple[str, ...] = ("attention_interface", "nn.f
 #: ``[q_0 k_0 v_0 | q_1 k_1 v_1 | ...]`` (GPT-NeoX and Bloom ``query_key_value``).
 QKV_LAYOUTS = ("blocks", "interleaved_heads")
 
+#: How a block's input and output tensor holds a hyper-connection model's parallel residual
+#: streams (the spec's ``streams_packing``): ``"stacked"``: (batch, seq, streams, hidden)
+#: (DeepSeek-V4's ``hc_mult`` streams); ``"flattened"``: (batch, seq, streams * hidden), stream
+#: by stream along the last dimension (Qwen4-Exp's ``hc_count`` streams). The
+#: ``streams_input``/``streams_output`` sites read and write (batch, seq, streams, hidden) views
+#: of each.
+STREAMS_PACKINGS = ("stacked", "flattened")
+
 #: Where a feed-forward's down projection (its last projection, whose input is the MLP's hidden
 #: activations) usually is, tried in order: from the MLP module, or from the layer when the
 #: spec has no MLP module (OPT's ``fc2``).
@@ -148,6 +156,27 @@ class Mixer:
 
 
 @dataclass(frozen=True)
+class StreamLayout:
+    """How a model's token-indexed tensors differ from (batch, seq, ...).
+
+    Attributes:
+        sequence_first: The model holds them as (seq, batch, ...) (XLNet transposes its
+            input ids on entry and its output back before the head).
+        prefix_positions: Config key of a number of positions the model prepends to every
+            row inside its forward (CPM-Ant's ``"prompt_length"`` learned prompt tokens);
+            the standard view starts after them. ``None``: none.
+    """
+
+    sequence_first: bool = False
+    prefix_positions: str | None = None
+
+    @property
+    def is_standard(self) -> bool:
+        """Whether tensors are already (batch, seq, ...) with one position per input token."""
+        return not self.sequence_first and self.prefix_positions is None
+
+
+@dataclass(frozen=True)
 class ArchitectureSpec:
     """Where the standard parts live in one family of HuggingFace causal LMs.
 
@@ -226,6 +255,17 @@ class ArchitectureSpec:
         streams_head: Module path (from the root) that collapses the residual streams into the
             one state the final norm receives (DeepSeek-V4's ``model.hc_head``), so that
             `project_on_vocab` and the logit lens read streams as the model's own head does.
+        streams_packing: How a block's input and output tensor holds the ``residual_streams``
+            (one of `STREAMS_PACKINGS`): ``"stacked"`` (batch, seq, streams, hidden) or
+            ``"flattened"`` (batch, seq, streams * hidden: Qwen4-Exp). ``streams_input`` and
+            ``streams_output`` read and write a (batch, seq, streams, hidden) view of it either
+            way, and `project_on_vocab` packs streams back the model's way before its collapse
+            (``streams_head``, or the final norm when the collapse is ``ln_final`` itself,
+            Qwen4-Exp's ``hyper_connection_mixer``).
+        stream_layout: How the model holds its token-indexed tensors when not as (batch, seq,
+            ...) with one position per input token (see `StreamLayout`: XLNet's sequence-first
+            stream, CPM-Ant's prepended prompt positions); every site with a token dimension
+            reads and writes the standard view (`nnterp.stream_layout`).
         conditional_layers: Blocks that the model runs only when its forward gets an input,
             ``{layer class name: input name}`` (Mllama's ``{"MllamaCrossAttentionDecoderLayer":
             "cross_attention_states"}``: text-only inputs skip its cross-attention layers). In a
@@ -258,6 +298,14 @@ class ArchitectureSpec:
         unavailable_sites: Sites of the table this family cannot offer although its modules
             are found, with the reason (``{"ln_final_scale": "the final norm also normalises
             the embeddings, ..."}``): ``support()`` reports it and the accessor refuses.
+        side_attention: Path(s), from the layer, of a softmax attention that some layers run
+            *besides* their token mixer and before it, without adding its output to the
+            residual stream (Zamba's shared transformer block, whose output is added to the
+            Mamba mixer's input: ``"shared_transf.self_attn"``). Layers holding it offer
+            ``attention_probabilities`` (and ``attention_scores``) read in it; their mixer stays
+            the one in ``mixers``. ``None``: every softmax attention is a layer's mixer.
+        side_attention_reason: Why ``side_attention``'s output is no additive contribution to
+            the residual stream (``attentions_output`` reports it on those layers).
     """
 
     name: str
@@ -300,6 +348,8 @@ class ArchitectureSpec:
     conditional_layers: Mapping[str, str] = field(default_factory=dict)
     residual_streams: str | None = None
     streams_head: str | None = None
+    streams_packing: str = "stacked"
+    stream_layout: StreamLayout = StreamLayout()
     vision_layers: PathSpec = None
     down_proj: PathSpec = DEFAULT_DOWN_PROJ
     attention_norm: PathSpec = DEFAULT_ATTENTION_NORM
@@ -307,6 +357,8 @@ class ArchitectureSpec:
     parallel_blocks: bool | tuple[tuple[str, Any], ...] = False
     attention_scores: tuple[str, ...] | None = ()
     unavailable_sites: Mapping[str, str] = field(default_factory=dict)
+    side_attention: PathSpec = None
+    side_attention_reason: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.model_classes, str):
@@ -314,6 +366,11 @@ class ArchitectureSpec:
         if self.qkv_layout not in QKV_LAYOUTS:
             raise ValueError(
                 f"spec {self.name!r}: unknown qkv_layout {self.qkv_layout!r}; use one of {list(QKV_LAYOUTS)}"
+            )
+        if self.streams_packing not in STREAMS_PACKINGS:
+            raise ValueError(
+                f"spec {self.name!r}: streams_packing must be one of {list(STREAMS_PACKINGS)}, "
+                f"got {self.streams_packing!r}"
             )
         if self.padding_side not in PADDING_SIDES:
             raise ValueError(

@@ -33,6 +33,7 @@ from nnterp.renaming import (
     unresolved_message,
 )
 from nnterp.spec import ArchitectureSpec, Contribution, config_value
+from nnterp.stream_layout import from_standard, to_standard
 from nnterp.unembedding import postprocess_logits
 
 if TYPE_CHECKING:
@@ -256,6 +257,9 @@ class StandardizedTransformer(TransformersModel):
     # -- the standard tree -----------------------------------------------------------------
 
     def _attention(self, layer: int) -> Any:
+        if self.layer_structure.side_attention(layer) is not None:
+            why = self.layer_structure.attention_unavailable(layer)
+            raise UnavailableComponentError(f"{self.spec.name}: {why}; use mixers_input/mixers_output for the layer's update.")
         if self.paths["self_attn"] is None:
             raise UnavailableComponentError(
                 f"{self.spec.name} layers have no attention module (spec self_attn=None): "
@@ -537,11 +541,12 @@ class StandardizedTransformer(TransformersModel):
     @property
     def token_embeddings(self) -> torch.Tensor:
         """Output of ``embed_tokens``: (batch, seq, hidden). Assignable."""
-        return first_tensor(self.embed_tokens.output)
+        return to_standard(self, first_tensor(self.embed_tokens.output))
 
     @token_embeddings.setter
     def token_embeddings(self, value: torch.Tensor) -> None:
-        self.embed_tokens.output = replace_first(self.embed_tokens.output, value)
+        current = self.embed_tokens.output
+        self.embed_tokens.output = replace_first(current, from_standard(self, first_tensor(current), value))
 
     @property
     def logits(self) -> torch.Tensor:
@@ -605,8 +610,11 @@ class StandardizedTransformer(TransformersModel):
     def project_on_vocab(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """Logits of a residual-stream state: ``lm_head(ln_final(h))`` plus the model's logit
         post-processing (e.g. Gemma-2 softcapping), so the last layer gives the model's logits.
-        On models with several residual streams, (..., streams, hidden) states are first
-        collapsed by the model's own streams head (the spec's ``streams_head``).
+        On models with several residual streams, (..., streams, hidden) states are packed as
+        the model holds them (the spec's ``streams_packing``) and collapsed the model's own
+        way: by its streams head (the spec's ``streams_head``, before the final norm), or by
+        the final norm itself when that is the collapse (Qwen4-Exp's ``hyper_connection_mixer``,
+        a spec with streams but no ``streams_head``).
 
         Args:
             hidden_states: (..., hidden), or (..., streams, hidden).
@@ -614,16 +622,30 @@ class StandardizedTransformer(TransformersModel):
         Returns:
             (..., vocab) logits.
 
+        Raises:
+            InvalidInputError: a last dimension other than the hidden size, or a one-stream
+                state on a model whose final norm reads all the streams at once.
+
         Example:
             >>> with model.trace("Hello"):
             ...     lens = model.project_on_vocab(model.layers_output[3]).save()
         """
         input_checks.require_hidden(hidden_states, self.hidden_size, "hidden_states")
         streams = self.num_streams
-        if streams is not None and self.spec.streams_head is not None and hidden_states.dim() >= 2 and hidden_states.shape[-2] == streams:
+        is_streams = streams is not None and hidden_states.dim() >= 2 and hidden_states.shape[-2] == streams
+        if streams is not None and self.spec.streams_head is not None and is_streams:
             head = _child(self, self.spec.streams_head)
             shape = hidden_states.shape
-            hidden_states = head(hidden_states.reshape(-1, 1, streams, shape[-1])).reshape(*shape[:-2], shape[-1])
+            packed = self.streams_output.pack(hidden_states.reshape(-1, 1, streams, shape[-1]))
+            hidden_states = head(packed).reshape(*shape[:-2], shape[-1])
+        elif streams is not None and self.spec.streams_head is None:
+            if not is_streams:
+                raise InvalidInputError(
+                    f"hidden_states: {self.spec.name}'s final norm ({self.paths['ln_final']}) collapses its "
+                    f"{streams} residual streams, so project_on_vocab needs (..., {streams}, {self.hidden_size}) "
+                    f"streams (streams_input/streams_output), got {tuple(hidden_states.shape)}"
+                )
+            hidden_states = self.streams_output.pack(hidden_states)
         normed = self.ln_final(hidden_states) if self.paths["ln_final"] is not None else hidden_states
         if self.unembedding_projection_module() is not None:
             normed = _child(self, cast(str, self.spec.unembedding_projection))(normed)
@@ -822,6 +844,10 @@ class StandardizedTransformer(TransformersModel):
                 f"skip_with has shape {tuple(getattr(skip_with, 'shape', ()))} but layer {start}'s "
                 f"input has shape {tuple(entering.shape)}: pass a tensor of that shape."
             )
+        if self.num_streams is not None:  # the streams view, packed back as the blocks hold it
+            replacement = getattr(self, self.residual_sites[0]).pack(replacement)
+        if not self.spec.stream_layout.is_standard:  # the positions the standard view hides pass through
+            replacement = from_standard(self, first_tensor(self.layers[start].input), replacement)
         for layer in range(start, end + 1):
             self.layers[layer].skip(self.output_structure.wrap_layer_output(replacement))
 

@@ -34,16 +34,15 @@ def _collapse(per_layer: dict[int, str | None]) -> Support:
 
 def _attention_level(model: StandardizedTransformer, site: SiteInfo) -> str | None:
     """A model-wide reason an attention site is unavailable on every attention layer."""
-    if model.paths["self_attn"] is None or not model.attention_layers:
-        return "no layer of this model is softmax attention"
+    from nnterp.accessors import no_softmax_attention, probabilities_off
+
+    why = no_softmax_attention(model)
+    if why is not None:
+        return why
     if site.name == "attention_probabilities":
-        if model.spec.attention_probabilities is None:
-            return "this attention computes no explicit probabilities (e.g. a fused kernel or (batch*heads, q, k) layout)"
-        if not model.attention_probabilities_enabled:
-            return (
-                "attention probabilities are off: load with "
-                "StandardizedTransformer(..., enable_attention_probs=True) (eager attention)"
-            )
+        why = probabilities_off(model)
+        if why is not None:
+            return why
     if site.kind == "head":
         from nnterp.heads import attention_layout
 

@@ -32,6 +32,7 @@ import torch
 
 from nnterp.accessors import first_tensor, replace_first
 from nnterp.errors import RenamingError
+from nnterp.stream_layout import to_standard
 
 if TYPE_CHECKING:
     from nnterp.spec import Contribution
@@ -106,7 +107,7 @@ def _checked_layers(model: StandardizedTransformer) -> list[int]:
     required = model.layer_structure.required_inputs
     running = [layer for layer in range(model.num_layers) if not required or required[layer] is None]
     layers = {running[0], running[-1]}
-    attention = [layer for layer in model.attention_layers if layer in running]
+    attention = [layer for layer in model.layer_structure.probability_layers if layer in running]
     if attention:
         layers.add(attention[0])
     return sorted(layers)
@@ -196,6 +197,7 @@ def _projection_matches_logits(model: StandardizedTransformer, expected: dict[st
                 state = first_tensor(hf.get_submodule(model.paths["ln_final"])(first_tensor(expected["ln_final"][0])))
             else:
                 state = first_tensor(expected[f"layer{model.num_layers - 1}"][1])
+            state = to_standard(model, state)
             projection = model.unembedding_projection_module()
             if projection is not None:
                 state = projection(state)
@@ -322,9 +324,13 @@ def observe(
                 layer_in = nnsight.save(entering[index])
                 parts: list[Any] = []
                 mixer = structure.mixers[index]
+                # A side attention (Zamba's shared block) runs before the layer's mixer.
+                side_first = index == probability_layer and structure.side_attention(index) is not None
+                if side_first:
+                    probabilities = nnsight.save(model.attention_probabilities[index].clone())
                 if mixer is not None:
                     mixer_in = nnsight.save(model.mixers_input[index])
-                    if index == probability_layer:
+                    if index == probability_layer and not side_first:
                         probabilities = nnsight.save(model.attention_probabilities[index].clone())
                     read[f"mixer{index}"] = _read_in_order(
                         model._mixer(index), mixer.path, mixer_in, mixer.contribution,
@@ -358,7 +364,14 @@ def module_read_failures(model: StandardizedTransformer, seen: Observation) -> l
     stream_shape = (batch, seq) + ((model.num_streams,) if model.num_streams is not None else ()) + (model.hidden_size,)
     for name, (value_in, value_out) in seen.read.items():
         expected_in, expected_out = seen.hooked[name]
+        # nnterp reads streams (and sublayer inputs) in the standard layout, raw sublayer outputs as returned.
+        expected_in = to_standard(model, expected_in)
         expected_out = first_tensor(expected_out)
+        if name.startswith(("layer", "embed")):
+            expected_out = to_standard(model, expected_out)
+        if name.startswith("layer") and model.num_streams is not None:
+            # nnterp reads the streams as (batch, seq, streams, hidden), however the model packs them.
+            expected_in, expected_out = model.streams_input.unpack(expected_in), model.streams_output.unpack(expected_out)
         if name.startswith("layer") and tuple(value_out.shape) != stream_shape:
             failures.append(f"{name} output has shape {tuple(value_out.shape)}, expected {stream_shape}")
         elif not torch.equal(value_out, expected_out):
@@ -374,7 +387,7 @@ def identity_failures(model: StandardizedTransformer, seen: Observation) -> list
     failures = []
     for index, parts in seen.contributions.items():
         layer_in, layer_out = seen.hooked[f"layer{index}"]
-        layer_out = first_tensor(layer_out)
+        layer_in, layer_out = to_standard(model, layer_in), to_standard(model, first_tensor(layer_out))
         gap = identity_gap(layer_in, parts, layer_out)
         if gap > identity_tolerance(layer_out.dtype):
             kind = model.layer_structure.kinds[index]
@@ -435,7 +448,8 @@ def validate(model: StandardizedTransformer) -> OutputStructure:
     """
     inputs = probe_inputs(model, 1)
     with_probs = model.attention_probabilities_enabled
-    probe_layer = model.attention_layers[0] if model.attention_layers else 0
+    probability_layers = model.layer_structure.probability_layers
+    probe_layer = probability_layers[0] if probability_layers else 0
     try:
         seen = observe(model, inputs, _checked_layers(model), probability_layer=probe_layer if with_probs else None)
         # Edited in a forward of its own: an edit in one row can change another row's

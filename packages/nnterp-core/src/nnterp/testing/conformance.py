@@ -105,7 +105,7 @@ def check_attention_probabilities(model: Any) -> None:
     if not model.attention_probabilities_enabled:
         raise UnavailableComponentError("attention probabilities are not enabled for this model")
     encoding = _encoding(model, PROMPTS[:1])
-    layer = model.attention_layers[-1]
+    layer = model.layer_structure.probability_layers[-1]
     with torch.no_grad(), model.trace(encoding):
         probs = nnsight.save(model.attention_probabilities[layer])
         clean = nnsight.save(model.logits)

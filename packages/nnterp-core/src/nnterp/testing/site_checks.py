@@ -85,6 +85,17 @@ def _layer_module(model: Any, layer: int, path: str) -> torch.nn.Module:
     return module
 
 
+def _standard(model: Any, hooked: torch.Tensor) -> torch.Tensor:
+    """A hooked (batch, seq, ...) module tensor as the standard sites index it, from the
+    spec's layout data alone: sequence-first tensors transposed, prepended positions dropped."""
+    layout = model.spec.stream_layout
+    if layout.sequence_first:
+        hooked = hooked.transpose(0, 1)
+    if layout.prefix_positions is not None:
+        hooked = hooked[:, int(getattr(model._module.config, layout.prefix_positions)) :]
+    return hooked
+
+
 def _as_stream(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``value`` shaped as ``like`` (a module may see its tokens flattened)."""
     return value.reshape(like.shape)
@@ -132,7 +143,7 @@ def check_mlp_hidden(model: Any) -> None:
         assert len(calls) == 1, (
             f"layer {layer}'s down projection ran {len(calls)} times in one forward"
         )
-        hooked = calls[0][0]
+        hooked = _standard(model, calls[0][0])
         assert read[layer].dim() == 3, (
             f"mlps_hidden[{layer}] has shape {tuple(read[layer].shape)}"
         )
@@ -183,7 +194,7 @@ def check_layers_mid(model: Any) -> None:
                 f"layers_mid[{layer}] + mlps_output is not layers_output (gap {gap:.3g})"
             )
         if str(layer) in seen:
-            hooked_in, hooked_out = seen[str(layer)][0]
+            hooked_in, hooked_out = (_standard(model, value) for value in seen[str(layer)][0])
             _close(
                 _as_stream(mid, hooked_in),
                 hooked_in,
@@ -286,7 +297,7 @@ def check_norm_scales(model: Any) -> None:
             f"{name}: the norm's output is not what its sublayer receives"
         )
     for name in order:
-        hooked_in, hooked_out = seen[name][-1 if name == "ln_final_scale" else 0]
+        hooked_in, hooked_out = (_standard(model, value) for value in seen[name][-1 if name == "ln_final_scale" else 0])
         form = targets[name][2]
         scale = read[name]
         assert tuple(scale.shape[-1:]) == (1,), f"{name} has shape {tuple(scale.shape)}"
@@ -340,7 +351,7 @@ def check_heads_result(model: Any) -> None:
         bias = modules[str(layer)].bias
         total = read[layer].sum(-2) + (0 if bias is None else bias)
         _close(
-            total, seen[str(layer)][0][1], f"heads_result[{layer}] summed over heads"
+            total, _standard(model, seen[str(layer)][0][1]), f"heads_result[{layer}] summed over heads"
         )
 
 

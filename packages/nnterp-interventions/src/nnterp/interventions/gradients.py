@@ -35,6 +35,7 @@ from nnterp.cache import (
     read_site,
     select_positions,
     trace_attention_mask,
+    write_site,
 )
 from nnterp.errors import InvalidInputError
 from nnterp.heads import HEAD_SITES
@@ -96,7 +97,12 @@ def _raw_and_view(model: StandardizedTransformer, site: Site) -> tuple[Any, Any,
         return raw, spread, value
     if site.name in HEAD_SITES:
         return accessor.raw(site.layer), accessor.to_heads, None
-    return read_site(model, site), None, None
+    value = read_site(model, site)
+    if not model.spec.stream_layout.is_standard:
+        # The standard view of a transposed or prefixed tensor is not what the forward goes on
+        # with; written back (the same values), it is, so its gradient arrives.
+        write_site(model, site, value)
+    return value, None, None
 
 
 def compute_gradients(

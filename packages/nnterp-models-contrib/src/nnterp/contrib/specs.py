@@ -8,6 +8,7 @@ from nnterp.contrib.families import (
     gpt_like,
     heterogeneous,
     hyper_connections,
+    layouts,
     llama_like,
     more,
     multimodal,
@@ -27,6 +28,7 @@ CONTRIB_SPECS: tuple[ArchitectureSpec, ...] = (
     *heterogeneous.SPECS,
     *hyper_connections.SPECS,
     *audio_and_reversible.SPECS,
+    *layouts.SPECS,
 )
 
 #: Model types no contrib spec standardizes, with the reason (registered through the

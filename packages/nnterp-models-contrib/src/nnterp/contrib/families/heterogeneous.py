@@ -193,7 +193,10 @@ _ALTUP = (
     "hidden): each block predicts all streams from learned mixtures of them (AltUp), computes on one, "
     "corrects the others, and adds a per-layer-embedding branch to all but the first; the final hidden state "
     "is the mean of the streams after per-stream unembedding projections, so no single (batch, seq, hidden) "
-    "stream runs from the embeddings to lm_head"
+    "stream runs from the embeddings to lm_head. A streams-first streams_packing could give (batch, seq, "
+    "streams, hidden) views of the streams, but that final collapse (altup_unembed_projections[i - 1] on stream i, "
+    "rescaled to stream 0's RMS, then the mean) is inline code of Gemma3nTextModel.forward, not a module a "
+    "spec's streams_head can name, so project_on_vocab and the logit lens could not reproduce it"
 )
 NOT_STANDARDIZED: dict[str, str] = {
     "gemma4_assistant": _ASSISTANT,

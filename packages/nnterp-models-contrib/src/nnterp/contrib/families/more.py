@@ -63,11 +63,6 @@ NOT_STANDARDIZED: dict[str, str] = {
         "transformer and a byte-level local decoder (with cross-attention added between its layers); no single "
         "stack of blocks carries one stream from the embeddings to lm_head"
     ),
-    "cpmant": (
-        "CPM-Ant prepends config.prompt_length learned prompt positions inside the model, so every layer's "
-        "stream is prompt_length positions longer than the input; it ignores attention_mask and masks by each "
-        "row's count of non-zero ids, which only right padding satisfies"
-    ),
     "dory": _reruns(
         "looped transformer: the middle n_recurrent_layers blocks run n_recurrent_loops times, each loop "
         "restarting from norm(stream) + norm(input section's output)"
@@ -85,15 +80,16 @@ NOT_STANDARDIZED: dict[str, str] = {
     "prophetnet": (
         "each decoder layer carries the main stream and config.ngram predicting streams concatenated along "
         "the sequence, (batch, (1 + ngram) * seq, hidden), and the logits are lm_head of the first predicting "
-        "stream (positions seq to 2 * seq), not of the main stream: that stream starts from ngram_embeddings[0] "
-        "plus positions (no token embedding) and reads the tokens only by attending to the main stream, and "
-        "lm_head's output is (batch, ngram, seq, vocab); no spec field slices a stream out of a layer's output"
-    ),
-    "qwen4_exp": (
-        "gated hyper-connections: the stream is hc_count streams flattened to (batch, seq, hc_count * hidden); "
-        "each sublayer reads a gated mix of them and its output is injected into every stream with learned "
-        "weights inline (no module returns the injection); the layers in ple_layer_ids also add a per-layer "
-        "n-gram embedding inline, and hyper_connection_mixer collapses the streams before lm_head"
+        "stream; a layout selecting that stream reproduces the hooked sites, the logits and the logit lens, but "
+        "the model's own forward makes the logits at every position depend on how many positions the input has, "
+        "padding included: ProphetNetNgramSelfAttention.get_predict_relative_pos_embeddings gathers the predicting "
+        "streams' relative-position bias from rows ordered (batch, seq, ngram, heads) with buckets ordered "
+        "(ngram, batch, heads, seq) and views the result as (batch, ngram, heads, seq, key), so for seq > 1 a "
+        "query's bias is projected from the hidden state of another position (later ones included), stream and "
+        "head, chosen by seq; the logits at a position then change with the input's length and, slightly, with "
+        "later tokens, and a padded batch (either side) cannot give a prompt the logits it gets alone (left "
+        "padding also shifts its absolute positions: the decoder passes no attention mask to its position "
+        "embedding and the model takes no position_ids)"
     ),
     "xlm": (
         "XLM has no block modules: layer i is attentions[i], layer_norm1[i], ffns[i] and layer_norm2[i], four "
@@ -101,9 +97,24 @@ NOT_STANDARDIZED: dict[str, str] = {
         "stream entering layer i and layer_norm2[i]'s output (times the padding mask) the stream leaving it, but "
         "no one module has both, and none of them is a parent of the others for self_attn/mlp paths"
     ),
-    "xlnet": (
-        "XLNet's stream is sequence-first, (seq, batch, hidden) (input_ids are transposed on entry), its blocks "
-        "are post-norm, and its layers attend bidirectionally unless a permutation mask is given"
-    ),
 }
-NOT_STANDARDIZED["qwen4_exp_text"] = NOT_STANDARDIZED["qwen4_exp"]
+
+
+#: Config overrides that build a tiny model of these types whose default configs shrink into
+#: invalid ones (so the sweep runs the plain model and records the reason against it).
+UNSUPPORTED_TINY_CONFIGS: dict[str, dict[str, object]] = {
+    # Multi-head latent attention with as many key/value heads as query heads, and a small MoE.
+    "longcat_flash": {
+        "q_lora_rank": 32, "kv_lora_rank": 16, "qk_nope_head_dim": 8, "qk_rope_head_dim": 8,
+        "qk_head_dim": 16, "v_head_dim": 8, "head_dim": 8, "num_key_value_heads": 4,
+        "n_routed_experts": 4, "moe_topk": 2, "zero_expert_num": 2, "expert_ffn_hidden_size": 32,
+    },
+    # One prelude block, two recurrent blocks run twice, one coda block (layer types per block).
+    "dory": {
+        "num_hidden_layers": 4, "n_input_layers": 1, "n_recurrent_layers": 2, "n_recurrent_loops": 2,
+        "n_output_layers": 1, "sliding_window": 8,
+        "layer_types": ["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+    },
+    # num_hidden_layers counts the stacks' passes: num_layers_per_stack * H_cycles * (L_cycles + 1).
+    "hrm_text": {"num_layers_per_stack": 1, "H_cycles": 2, "L_cycles": 2, "L_bp_cycles": [1], "num_hidden_layers": 6},
+}

@@ -185,15 +185,21 @@ BAMBA = JAMBA.with_classes(
 #: Zamba: Mamba layers, and hybrid layers where a shared attention block (with its own MLP)
 #: reads the stream and the embeddings, and its projected output is added to the *input of
 #: the Mamba mixer*, not to the stream. A layer's whole update is its Mamba mixer's output, so
-#: that is ``mixers_output``; the attention block adds nothing to the stream itself.
+#: that is ``mixers_output``; the attention block adds nothing to the stream itself. Its
+#: softmax attention runs before the mixer (``side_attention``): attention_probabilities and
+#: attention_scores read it on the hybrid layers.
 ZAMBA = JAMBA.with_classes(
     "ZambaForCausalLM",
     "Zamba2ForCausalLM",
     name="zamba",
     self_attn=None,
     mlp=None,
-    attention_probabilities=None,
     mixers=(Mixer("mamba", "mamba"), Mixer("mamba_decoder.mamba", "mamba")),
+    side_attention=("shared_transf.self_attn", "shared_transformer.self_attn"),
+    side_attention_reason=(
+        "the shared block's output (attention, its MLP, then linear) is added to the Mamba mixer's "
+        "input, not to the stream, so it is no additive contribution (mixers_output[i] is the whole update)"
+    ),
     tiny_config={
         "use_cache": False,
         "attention_hidden_size": 128,
