@@ -33,6 +33,7 @@ _STATUS_LABELS = {
     "pass": "✅ standardized",
     "fail": "❌ fails a check",
     "build_error": "⚪ no tiny model",
+    "forward_error": "⚪ no forward on a prompt",
 }
 
 

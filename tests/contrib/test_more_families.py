@@ -272,3 +272,34 @@ def test_xlm_layer_boundaries_are_two_different_modules():
         torch.testing.assert_close(leaving, entering_next, rtol=0, atol=0)
         # layer_norm2[i] reads mid + ffn(mid), not the stream entering layer i.
         assert not torch.allclose(seen[("layer_norm2", i)][0], seen[("attentions", i)][0])
+
+
+def test_a_type_whose_plain_forward_cannot_run_on_a_prompt_is_a_forward_error():
+    # The Gemma 4 unified drafter builds, but its plain forward needs the target model's states.
+    from nnterp.status import FORWARD_ERROR
+    from nnterp.testing.sweep import sweep_model_type, totals
+
+    model = tiny_model("gemma4_unified_assistant")
+    encoding = tiny_tokenizer()(PROMPTS[:1], return_tensors="pt")
+    with pytest.raises(ValueError) as plain, torch.no_grad():
+        model(**encoding)
+    entry = sweep_model_type("gemma4_unified_assistant", MODEL_FOR_CAUSAL_LM_MAPPING_NAMES["gemma4_unified_assistant"])
+    assert entry["status"] == FORWARD_ERROR
+    assert str(plain.value) in entry["error"]
+    assert entry["reason"]
+    counts = totals({"drafter": entry, "llama": {"status": "pass", "checks": {}}})
+    assert (counts["buildable"], counts["runnable"], counts["standardized"]) == (2, 1, 1)
+
+
+@pytest.mark.parametrize("model_type", ["longcat_flash", "hrm_text", "dory"])
+def test_unsupported_types_get_tiny_configs_whose_plain_forward_runs(model_type):
+    from nnterp.contrib.families.more import UNSUPPORTED_TINY_CONFIGS
+
+    model = tiny_model(model_type)
+    for key, value in UNSUPPORTED_TINY_CONFIGS[model_type].items():
+        assert getattr(model.config, key) == value, key
+    encoding = tiny_tokenizer()(PROMPTS, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        logits = model(**encoding).logits
+    assert logits.shape == (*encoding["input_ids"].shape, model.config.vocab_size)
+    assert bool(torch.isfinite(logits).all())

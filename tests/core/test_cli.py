@@ -378,6 +378,7 @@ def test_run_tests_rows_have_column_labels_and_merge_adds_versions(
     assert merged["totals"] == {
         "total": 1,
         "buildable": 1,
+        "runnable": 1,
         "standardized": 1,
         "attention_probabilities": 1,
     }

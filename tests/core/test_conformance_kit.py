@@ -78,7 +78,7 @@ def test_run_tests_command_writes_status_and_totals(tmp_path, capsys):
     assert main(["run_tests", "--model-types", "llama", "--class-names", "GPT2LMHeadModel",
                  "--output", str(output)]) == 0
     printed = capsys.readouterr().out
-    assert "standardized 2 / buildable 2 / total 2" in printed
+    assert "standardized 2 / runnable 2 / buildable 2 / total 2" in printed
     document = read_status(output)
     assert set(document["models"]) == {"llama", "gpt2"}
     assert document["models"]["gpt2"]["class_name"] == "GPT2LMHeadModel"

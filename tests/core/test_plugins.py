@@ -171,11 +171,30 @@ def test_unsupported_model_types_are_registered_with_their_reason_and_named_on_l
     class Plugin:
         @hookimpl
         def register_unsupported_models(self, register):
-            register("xlnet", "a reason written for this test")
+            register("longcat_flash", "a reason written for this test", tiny_config={"num_key_value_heads": 4})
 
     registry = build_registry([(Plugin(), PluginInfo("test", "test-dist", "0"))])
-    assert registry.unsupported_models["xlnet"] == "a reason written for this test"
-    hf_model = tiny_model("xlnet")
-    with pytest.raises(RenamingError, match="Known limitation of xlnet"), warnings.catch_warnings():
+    assert registry.unsupported_models["longcat_flash"] == "a reason written for this test"
+    assert registry.unsupported_tiny_configs["longcat_flash"] == {"num_key_value_heads": 4}
+    # The installed contrib plugin registers longcat_flash with the overrides its tiny model needs.
+    hf_model = tiny_model("longcat_flash")
+    assert hf_model.config.num_key_value_heads == hf_model.config.num_attention_heads
+    with pytest.raises(RenamingError, match="Known limitation of longcat_flash"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         StandardizedTransformer(hf_model, tiny_tokenizer())
+
+
+def test_an_unsupported_type_registered_with_a_bad_tiny_config_is_a_hook_error():
+    from nnterp.hookspecs import hookimpl
+    from nnterp.plugins import PluginInfo, build_registry
+
+    class Plugin:
+        @hookimpl
+        def register_unsupported_models(self, register):
+            register("a_type_of_this_test", "a reason", tiny_config=["not", "a", "dict"])
+
+    registry = build_registry([(Plugin(), PluginInfo("test", "test-dist", "0"))])
+    assert "a_type_of_this_test" not in registry.unsupported_models
+    assert "a_type_of_this_test" not in registry.unsupported_tiny_configs
+    (info,) = [plugin for plugin in registry.plugins if plugin.name == "test"]
+    assert "tiny_config" in (info.error or "")

@@ -65,11 +65,14 @@ def register_status_files(register: Callable[[str], None]) -> None:
 
 
 @hookspec
-def register_unsupported_models(register: Callable[[str, str], None]) -> None:
+def register_unsupported_models(register: Callable[..., None]) -> None:
     """Register causal-LM model types the plugin knows no spec can standardize, with the reason.
 
     Call ``register(model_type, reason)``; ``nnterp run_tests`` records the reason in the status
-    registry (``"reason"``) and the architecture page shows it.
+    registry (``"reason"``) and the architecture page shows it. ``register(model_type, reason,
+    tiny_config={...})`` also gives the config overrides a tiny random model of the type needs
+    when its default config does not shrink into a valid one (as a spec's ``tiny_config``), so
+    the sweep runs the plain model and checks the reason against it.
 
     Example:
         >>> @hookimpl

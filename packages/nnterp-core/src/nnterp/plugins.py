@@ -102,6 +102,9 @@ class Registry:
     status_file_owners: dict[str, PluginInfo] = field(default_factory=dict)
     commands: dict[str, Command] = field(default_factory=dict)
     unsupported_models: dict[str, str] = field(default_factory=dict)
+    #: Config overrides that build a tiny model of an unsupported type whose default config
+    #: shrinks into an invalid one, so the sweep still runs it (``{model_type: overrides}``).
+    unsupported_tiny_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def spec_for_class_names(self, class_names: Iterable[str]) -> ArchitectureSpec | None:
         """The winning spec for the first class name (e.g. a model's MRO) that any spec covers.
@@ -244,11 +247,16 @@ def build_registry(extra_plugins: Iterable[tuple[Any, PluginInfo]] = ()) -> Regi
         staged_status: list[str] = []
         staged_commands: list[Command] = []
         staged_unsupported: dict[str, str] = {}
+        staged_tiny: dict[str, dict[str, Any]] = {}
 
-        def register_unsupported(model_type: str, reason: str) -> None:
+        def register_unsupported(model_type: str, reason: str, tiny_config: dict[str, Any] | None = None) -> None:
             if not isinstance(model_type, str) or not isinstance(reason, str) or not reason:
                 raise TypeError("register(model_type, reason) takes two non-empty strings")
+            if tiny_config is not None and not isinstance(tiny_config, dict):
+                raise TypeError("register(..., tiny_config=...) takes a dict of config overrides")
             staged_unsupported[model_type] = reason
+            if tiny_config:
+                staged_tiny[model_type] = dict(tiny_config)
 
         def register_command(
             name: str,
@@ -279,6 +287,7 @@ def build_registry(extra_plugins: Iterable[tuple[Any, PluginInfo]] = ()) -> Regi
             registry.status_file_owners.update({path: info for path in staged_status})
         if errors[4] is None:
             registry.unsupported_models.update(staged_unsupported)
+            registry.unsupported_tiny_configs.update(staged_tiny)
         if errors[1] is None:
             for intervention in staged_interventions:
                 existing = registry.interventions.get(intervention.name)

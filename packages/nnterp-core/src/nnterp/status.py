@@ -65,6 +65,10 @@ VERSIONED_PACKAGES = ("transformers", "nnsight")
 #: Entry statuses: every check passed; a check failed; the tiny model could not be built; a
 #: named model could not be loaded.
 PASS, FAIL, BUILD_ERROR, LOAD_ERROR = "pass", "fail", "build_error", "load_error"
+#: The tiny model builds, but the plain HF model cannot run a forward on a tokenized prompt
+#: (a speculative-decoding drafter that needs its target model's states), so there is nothing
+#: to standardize on text input.
+FORWARD_ERROR = "forward_error"
 
 
 class UntestedArchitectureWarning(UserWarning):

@@ -35,6 +35,7 @@ from typing import Any
 from nnterp.errors import InvalidInputError
 from nnterp.status import (
     BUILD_ERROR,
+    FORWARD_ERROR,
     LOAD_ERROR,
     installed_versions,
     merge_results,
@@ -196,12 +197,30 @@ def sweep_model_type(model_type: str, class_name: str) -> dict[str, Any]:
                 }
             else:
                 entry = run_conformance(hf_model, tiny_tokenizer()).as_dict()
+                if entry["status"] != "pass":
+                    plain_error = _plain_forward_error(hf_model, tiny_tokenizer())
+                    if plain_error is not None:
+                        entry = {**entry, "status": FORWARD_ERROR, "checks": {}, "error": plain_error}
     except _TimedOut as error:
         entry = {"class_name": class_name, "status": "fail", "checks": {}, "error": f"timeout: {error}"}
     reason = _unsupported_reason(model_type)
     if reason is not None and entry["status"] != "pass":
         entry["reason"] = reason
     return entry
+
+
+def _plain_forward_error(hf_model: Any, tokenizer: Any) -> str | None:
+    """Why the plain HF model cannot run a forward on a tokenized prompt, or ``None`` when it can
+    (then a failing entry is nnterp's to fix, not the model's)."""
+    import torch
+
+    encoding = tokenizer(["The capital of France is"], return_tensors="pt")
+    try:
+        with torch.no_grad():
+            hf_model(input_ids=encoding["input_ids"], attention_mask=encoding["attention_mask"])
+    except Exception as error:  # noqa: BLE001 - recorded in the status
+        return f"the plain model's forward on a prompt raised {_one_line(error)}"
+    return None
 
 
 def _unsupported_reason(model_type: str) -> str | None:
@@ -299,16 +318,21 @@ def sweep_model_name(name: str, **load_options: Any) -> dict[str, Any]:
 
 
 def totals(models: dict[str, dict[str, Any]]) -> dict[str, int]:
-    """Counts of model types: total, buildable tiny, standardized (all checks), with attention probabilities.
+    """Counts of model types: total, buildable tiny, that run a forward on a prompt (the
+    plain HF model), standardized (all checks), with attention probabilities.
 
     Example:
         >>> totals({"llama": {"status": "pass", "checks": {"attention_probabilities": "pass"}}})
-        {'total': 1, 'buildable': 1, 'standardized': 1, 'attention_probabilities': 1}
+        {'total': 1, 'buildable': 1, 'runnable': 1, 'standardized': 1, 'attention_probabilities': 1}
     """
     return {
         "total": len(models),
         "buildable": sum(
             entry["status"] not in (BUILD_ERROR, LOAD_ERROR)
+            for entry in models.values()
+        ),
+        "runnable": sum(
+            entry["status"] not in (BUILD_ERROR, LOAD_ERROR, FORWARD_ERROR)
             for entry in models.values()
         ),
         "standardized": sum(entry["status"] == "pass" for entry in models.values()),
@@ -544,7 +568,8 @@ def _run_tests(args: Any, known: dict[str, str]) -> int:
         print(progress_row(name, models[name]), flush=True)
     counts = totals(models)
     print(
-        f"standardized {counts['standardized']} / buildable {counts['buildable']} / total {counts['total']} "
+        f"standardized {counts['standardized']} / runnable {counts['runnable']} / buildable {counts['buildable']} "
+        f"/ total {counts['total']} "
         f"model types; attention probabilities on {counts['attention_probabilities']} "
         f"({time.perf_counter() - started:.0f} s)"
     )

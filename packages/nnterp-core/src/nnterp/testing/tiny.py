@@ -231,12 +231,13 @@ def tiny_model(
 ) -> torch.nn.Module:
     """A random, eval-mode, float32 causal LM of ``model_type`` built from a tiny config.
 
-    Uses the registered spec's ``tiny_config`` for the class when there is one.
+    Uses the registered spec's ``tiny_config`` for the class when there is one, else the
+    overrides a plugin registered with the type's unsupported reason.
     """
     from transformers import AutoModelForCausalLM
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    overrides = dict(spec_tiny_config(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)))
+    overrides = dict(spec_tiny_config(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)) or unsupported_tiny_config(model_type))
     overrides.update(config_overrides or {})
     config = tiny_config(model_type, **overrides)
     config._attn_implementation = attn_implementation
@@ -256,3 +257,10 @@ def spec_tiny_config(class_name: Any) -> dict[str, Any]:
     except Exception:  # noqa: BLE001 - a conflict is reported when the model is wrapped
         return {}
     return dict(spec.tiny_config) if spec else {}
+
+
+def unsupported_tiny_config(model_type: str) -> dict[str, Any]:
+    """The tiny-config overrides a plugin registered for an unsupported ``model_type`` (or ``{}``)."""
+    from nnterp.plugins import get_registry
+
+    return dict(get_registry().unsupported_tiny_configs.get(model_type, {}))

@@ -21,12 +21,12 @@ def register_architectures(register: Callable[[ArchitectureSpec], None]) -> None
 
 
 @hookimpl
-def register_unsupported_models(register: Callable[[str, str], None]) -> None:
+def register_unsupported_models(register: Callable[..., None]) -> None:
     """Register the model types no contrib spec can standardize, with the reason."""
-    from nnterp.contrib.specs import CONTRIB_NOT_STANDARDIZED
+    from nnterp.contrib.specs import CONTRIB_NOT_STANDARDIZED, CONTRIB_UNSUPPORTED_TINY_CONFIGS
 
     for model_type, reason in CONTRIB_NOT_STANDARDIZED.items():
-        register(model_type, reason)
+        register(model_type, reason, tiny_config=CONTRIB_UNSUPPORTED_TINY_CONFIGS.get(model_type))
 
 
 @hookimpl

@@ -38,3 +38,10 @@ CONTRIB_NOT_STANDARDIZED: dict[str, str] = {
     **audio_and_reversible.NOT_STANDARDIZED,
     **heterogeneous.NOT_STANDARDIZED,
 }
+
+#: Config overrides that build a tiny model of some of those types (see
+#: ``register_unsupported_models``'s ``tiny_config``).
+CONTRIB_UNSUPPORTED_TINY_CONFIGS: dict[str, dict[str, object]] = {
+    **more.UNSUPPORTED_TINY_CONFIGS,
+    "reformer": dict(audio_and_reversible.REFORMER_TINY),
+}
