@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from nnterp.errors import RenamingError
 from nnterp.spec import StreamLayout, config_value
 
 if TYPE_CHECKING:
@@ -28,12 +29,23 @@ if TYPE_CHECKING:
 
 
 def prefix_length(layout: StreamLayout, config: Any) -> int:
-    """How many positions the model prepends (0 without ``prefix_positions``)."""
+    """How many positions the model prepends (0 without ``prefix_positions``).
+
+    Raises:
+        RenamingError: the config has no value for the spec's ``prefix_positions`` key.
+
+    Example:
+        >>> prefix_length(StreamLayout(prefix_positions="prompt_length"), cpmant.config)
+        32
+    """
     if layout.prefix_positions is None:
         return 0
     value = config_value(config, (layout.prefix_positions,))
     if value is None:
-        raise ValueError(f"the config sets no {layout.prefix_positions!r} (the spec's stream_layout.prefix_positions)")
+        raise RenamingError(
+            f"the model's config sets no {layout.prefix_positions!r}, which the spec's "
+            "stream_layout.prefix_positions names: fix the spec's key for this config"
+        )
     return int(value)
 
 
