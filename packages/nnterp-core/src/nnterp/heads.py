@@ -120,8 +120,7 @@ def _layer_attention(model: StandardizedTransformer, layer: int) -> torch.nn.Mod
             f"{model.spec.name} layers have no attention module (spec self_attn=None): "
             "queries, keys, values and heads_output are unavailable."
         )
-    layers: Any = model._module.get_submodule(model.paths["layers"])
-    return layers[layer].get_submodule(model.paths["self_attn"])
+    return model.layer_module(layer).get_submodule(model.paths["self_attn"])
 
 
 def attention_layout(model: StandardizedTransformer, layer: int | None = None) -> AttentionLayout:
@@ -145,7 +144,9 @@ def attention_layout(model: StandardizedTransformer, layer: int | None = None) -
     if layer is None:
         layer = attention_layers[0] if attention_layers else 0
     attention = _layer_attention(model, layer)
-    configured_heads = config_value(model._module.config, spec.num_heads_keys, layer=layer)
+    # A heterogeneous config is per block module: an unrolled stack's layer is a call of one.
+    block = model.block_index(layer)
+    configured_heads = config_value(model._module.config, spec.num_heads_keys, layer=block)
     num_heads = int(configured_heads) if configured_heads is not None else model.num_heads
     if not num_heads:
         raise UnavailableComponentError(
@@ -164,7 +165,7 @@ def attention_layout(model: StandardizedTransformer, layer: int | None = None) -
     if width:
         head_dim = width // num_heads
     else:
-        configured = config_value(model._module.config, ("head_dim",), layer=layer)
+        configured = config_value(model._module.config, ("head_dim",), layer=block)
         head_dim = int(configured) if configured else model.hidden_size // num_heads
 
     num_kv_heads = num_heads
@@ -185,7 +186,7 @@ def attention_layout(model: StandardizedTransformer, layer: int | None = None) -
         if total:
             num_kv_heads = (total - num_heads * head_dim) // (2 * head_dim)
     else:
-        configured = config_value(model._module.config, spec.num_kv_heads_keys, layer=layer)
+        configured = config_value(model._module.config, spec.num_kv_heads_keys, layer=block)
         num_kv_heads = int(configured) if configured else num_heads
     if num_kv_heads <= 0 or num_heads % num_kv_heads:
         raise InvalidInputError(

@@ -231,9 +231,7 @@ class NormScaleAccessor(_PerLayerView):
         path, why = self._path(layer)
         if why is not None or path is None:
             return why or "no norm"
-        module = self._model._module.get_submodule(self._model.paths["layers"])[
-            layer
-        ].get_submodule(path)
+        module = self._model.layer_module(layer).get_submodule(path)
         return norm_form(
             module,
             self._model.hidden_size,

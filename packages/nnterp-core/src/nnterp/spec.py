@@ -176,6 +176,87 @@ class StreamLayout:
         return not self.sequence_first and self.prefix_positions is None
 
 
+#: A count or index read from the config: an int, a config key, or a tuple of terms summed
+#: (each an int, a key, or ``"-key"`` for a subtracted key): ``("num_hidden_layers",
+#: "-n_output_layers")``.
+Bound = int | str | tuple[int | str, ...]
+
+
+def resolve_bound(config: Any, bound: Bound) -> int:
+    """The integer ``bound`` stands for under ``config``.
+
+    Raises:
+        InvalidInputError: a key the config lacks (names the key and the bound).
+
+    Example:
+        >>> resolve_bound(config, ("num_hidden_layers", "-n_output_layers"))
+        3
+    """
+    from nnterp.errors import InvalidInputError
+
+    terms = bound if isinstance(bound, tuple) else (bound,)
+    total = 0
+    for term in terms:
+        if isinstance(term, int):
+            total += term
+            continue
+        sign, key = (-1, term[1:]) if term.startswith("-") else (1, term)
+        value = config_value(config, (key,))
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise InvalidInputError(
+                f"unrolled stack bound {bound!r}: the config has no integer {key!r} (got {value!r}); "
+                "fix the spec's Unrolled segments to name the config's keys"
+            )
+        total += sign * value
+    return total
+
+
+@dataclass(frozen=True)
+class Segment:
+    """``repeats`` passes over the blocks ``start .. start + length - 1``, in order.
+
+    Attributes:
+        start: Index of the segment's first block in the layer list.
+        length: Number of consecutive blocks.
+        repeats: How many times the forward runs the whole range (a loop).
+
+    Example:
+        >>> Segment(start="n_input_layers", length="n_recurrent_layers", repeats="n_recurrent_loops")
+    """
+
+    start: Bound
+    length: Bound
+    repeats: Bound = 1
+
+
+@dataclass(frozen=True)
+class Unrolled:
+    """How a forward walks its block list when it calls some blocks several times (a looped
+    transformer): the block calls, in order, as segments. The standard ``layers[j]`` is then
+    the ``j``-th block call (`nnterp.unrolled`).
+
+    Attributes:
+        segments: The forward's passes over the block list, in call order.
+        ln_final_call: Which call of the final-norm module feeds ``lm_head`` when the forward
+            calls it more than once (Dory also normalises each loop's restart with it);
+            ``None``: it is called once.
+
+    Example:
+        >>> Unrolled(segments=(Segment(0, 1), Segment(1, 2, repeats=3), Segment(3, 1)))
+    """
+
+    segments: tuple[Segment, ...]
+    ln_final_call: Bound | None = None
+
+    def block_calls(self, config: Any) -> tuple[int, ...]:
+        """The block index of every block call of one forward, in call order."""
+        calls: list[int] = []
+        for segment in self.segments:
+            start, length = resolve_bound(config, segment.start), resolve_bound(config, segment.length)
+            calls += list(range(start, start + length)) * resolve_bound(config, segment.repeats)
+        return tuple(calls)
+
+
 @dataclass(frozen=True)
 class ArchitectureSpec:
     """Where the standard parts live in one family of HuggingFace causal LMs.
@@ -306,6 +387,10 @@ class ArchitectureSpec:
             the one in ``mixers``. ``None``: every softmax attention is a layer's mixer.
         side_attention_reason: Why ``side_attention``'s output is no additive contribution to
             the residual stream (``attentions_output`` reports it on those layers).
+        unrolled: For a forward that calls some blocks several times (a looped transformer:
+            Dory's recurrent blocks run once per loop), the block calls in order (see
+            `Unrolled`): the standard ``layers[j]`` is then the ``j``-th block call and
+            ``num_layers`` the number of calls. ``None``: each block runs once, in order.
     """
 
     name: str
@@ -359,6 +444,7 @@ class ArchitectureSpec:
     unavailable_sites: Mapping[str, str] = field(default_factory=dict)
     side_attention: PathSpec = None
     side_attention_reason: str | None = None
+    unrolled: Unrolled | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.model_classes, str):

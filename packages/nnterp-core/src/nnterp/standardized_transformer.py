@@ -211,6 +211,10 @@ class StandardizedTransformer(TransformersModel):
             )
 
         self.layer_structure = resolve_layer_structure(hf_model, resolved_spec, paths)
+        if resolved_spec.unrolled is not None:  # a looped forward: one standard layer per block call
+            from nnterp import unrolled
+
+            unrolled.install(self, resolved_spec.unrolled)
         if resolved_spec.position_embedding is not None:
             from nnterp import row_positions
 
@@ -464,8 +468,59 @@ class StandardizedTransformer(TransformersModel):
 
     @property
     def num_layers(self) -> int:
-        """Number of decoder layers."""
+        """Number of decoder layers: on an unrolled stack (the spec's ``unrolled``), the
+        number of block calls one forward makes."""
+        schedule = self._layer_schedule()
+        if schedule is not None:
+            return len(schedule)
         return len(self._module.get_submodule(self.paths["layers"]))
+
+    def _layer_schedule(self) -> tuple[tuple[int, int], ...] | None:
+        """``(block index, call number)`` per standard layer on an unrolled stack, else ``None``."""
+        from nnterp.unrolled import SCHEDULE_KEY
+
+        schedule: tuple[tuple[int, int], ...] | None = self.__dict__.get(SCHEDULE_KEY)
+        return schedule
+
+    def block_index(self, layer: int) -> int:
+        """The index, in the HF block list, of the block standard layer ``layer`` runs (``layer``
+        itself unless the spec's ``unrolled`` re-runs blocks). Negative layers count from the end.
+
+        Raises:
+            LayerIndexError: ``layer`` out of range.
+
+        Example:
+            >>> [model.block_index(j) for j in range(model.num_layers)]   # Dory, 2 loops
+            [0, 1, 2, 1, 2, 3]
+        """
+        layer = normalize_layer(self, layer)
+        schedule = self._layer_schedule()
+        return layer if schedule is None else schedule[layer][0]
+
+    def layer_call(self, layer: int) -> int:
+        """Which call of its block module standard layer ``layer`` is, counting from 0 in one
+        forward (always 0 unless the spec's ``unrolled`` re-runs blocks).
+
+        Raises:
+            LayerIndexError: ``layer`` out of range.
+        """
+        layer = normalize_layer(self, layer)
+        schedule = self._layer_schedule()
+        return 0 if schedule is None else schedule[layer][1]
+
+    def layer_module(self, layer: int) -> torch.nn.Module:
+        """The HF block module standard layer ``layer`` runs (its call `layer_call`); outside
+        a trace, e.g. for plain torch hooks or its weights.
+
+        Raises:
+            LayerIndexError: ``layer`` out of range.
+
+        Example:
+            >>> model.layer_module(0).self_attn.q_proj.weight.shape
+        """
+        blocks: Any = self._module.get_submodule(cast(str, self.paths["layers"]))
+        module: torch.nn.Module = blocks[self.block_index(layer)]
+        return module
 
     @property
     def hidden_size(self) -> int:
@@ -957,6 +1012,13 @@ class StandardizedTransformer(TransformersModel):
         the model's trace lock, so a direct ``model.generate(...)`` is serialized too."""
         from nnterp.positions import running, trace_lock
 
+        if self.spec.unrolled is not None and getattr(fn, "__name__", None) == "generate":
+            raise UnavailableComponentError(
+                f"{self.spec.name}: generation is not supported on an unrolled stack (the spec's "
+                "unrolled: its standard layers are block calls pinned to their occurrence in the "
+                "first forward, so later generation steps would be read at the wrong call); trace "
+                "one forward per step with model.trace(...) instead of model.generate(...)."
+            )
         with trace_lock(self), running(self):
             return super().interleave(fn, *args, **kwargs)
 

@@ -81,12 +81,11 @@ class _ProbeDone(Exception):
 
 def _watched_modules(model: StandardizedTransformer, layers: list[int]) -> dict[str, torch.nn.Module]:
     hf = model._module
-    blocks = hf.get_submodule(model.paths["layers"])
     watched: dict[str, torch.nn.Module] = {}
     if model.paths["embed_tokens"]:
         watched["embed"] = hf.get_submodule(model.paths["embed_tokens"])
     for index in layers:
-        layer = blocks[index]
+        layer = model.layer_module(index)
         watched[f"layer{index}"] = layer
         mixer = model.layer_structure.mixers[index]
         if mixer is not None:
@@ -98,6 +97,17 @@ def _watched_modules(model: StandardizedTransformer, layers: list[int]) -> dict[
         watched["ln_final"] = hf.get_submodule(model.paths["ln_final"])
     watched["lm_head"] = hf.get_submodule(model.paths["lm_head"])
     return watched
+
+
+def _watched_calls(model: StandardizedTransformer, layers: list[int]) -> dict[str, int]:
+    """Which call of its module each watched name of a layer is (`StandardizedTransformer.layer_call`:
+    a block an unrolled stack re-runs, and its sublayers, run once per block call)."""
+    calls: dict[str, int] = {}
+    for index in layers:
+        call = model.layer_call(index)
+        if call:
+            calls.update({f"{part}{index}": call for part in ("layer", "mixer", "mlp")})
+    return calls
 
 
 def _checked_layers(model: StandardizedTransformer) -> list[int]:
@@ -128,16 +138,23 @@ def identity_tolerance(dtype: torch.dtype) -> float:
 
 
 @contextmanager
-def _recording(watched: dict[str, torch.nn.Module], stop_after: str | None = None) -> Iterator[dict[str, Any]]:
+def _recording(
+    watched: dict[str, torch.nn.Module], stop_after: str | None = None, calls: dict[str, int] | None = None
+) -> Iterator[dict[str, Any]]:
     """Forward hooks storing ``(first input, output)`` of each watched module's first call
-    (``ln_final``: its last call)."""
+    (``ln_final``: its last call; a name of ``calls``: that call, counted from 0)."""
     seen: dict[str, Any] = {}
+    counts: dict[str, int] = {}
+    wanted = calls or {}
 
     def recorder(name: str) -> Callable[[torch.nn.Module, tuple[Any, ...], dict[str, Any], Any], None]:
         def hook(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
             # A module called twice (shared weights) keeps its first call, except the final
-            # norm, which some models also apply to the embeddings before the layers.
-            if name in seen and name != "ln_final":
+            # norm, which some models also apply to the embeddings before the layers, and the
+            # blocks an unrolled stack re-runs, whose standard layer is one given call.
+            call = counts.get(name, 0)
+            counts[name] = call + 1
+            if call != wanted.get(name, 0) and name != "ln_final":
                 return
             first_input = args[0] if args else next(iter(kwargs.values()), None)
             # A sublayer's output is copied now: its layer may add to it in place afterwards
@@ -174,8 +191,8 @@ def output_structure_of(layer_output: Any) -> OutputStructure:
 def probe_output_structure(model: StandardizedTransformer) -> OutputStructure:
     """Whether ``model``'s layers return tuples, from a plain forward stopped after layer 0
     (used when validation is off)."""
-    layer0 = {"layer0": model._module.get_submodule(model.paths["layers"])[0]}
-    with _recording(layer0, stop_after="layer0") as seen, torch.no_grad():
+    layer0 = {"layer0": model.layer_module(0)}
+    with _recording(layer0, stop_after="layer0", calls={"layer0": model.layer_call(0)}) as seen, torch.no_grad():
         try:
             model._module(**probe_inputs(model, 1))
         except _ProbeDone:
@@ -304,6 +321,7 @@ def observe(
     read: dict[str, tuple[Any, Any]] = {}
     contributions: dict[int, list[Any]] = {}
     watched = _watched_modules(model, layers)
+    calls = _watched_calls(model, layers)
     entering, leaving = (getattr(model, site) for site in model.residual_sites)
     plain_logits = None
     plain_hooks: dict[str, Any] = {}
@@ -312,10 +330,10 @@ def observe(
         mask = inputs.get("attention_mask")
         if mask is not None and not bool(mask.all()) and model.spec.position_ids_from_mask:
             forward_inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
-        with _recording(watched) as plain_hooks, torch.no_grad():
+        with _recording(watched, calls=calls) as plain_hooks, torch.no_grad():
             plain_logits = model._module(**forward_inputs).logits
     probabilities = None
-    recorder = contextlib.nullcontext(plain_hooks) if separate_forward else _recording(watched)
+    recorder = contextlib.nullcontext(plain_hooks) if separate_forward else _recording(watched, calls=calls)
     with recorder as hooked:  # noqa: SIM117 - NNsight reads the trace's own block
         with torch.no_grad(), model.trace(dict(inputs)):
             if model.paths["embed_tokens"]:

@@ -79,10 +79,15 @@ def _hooked(
 
 
 def _layer_module(model: Any, layer: int, path: str) -> torch.nn.Module:
-    module: torch.nn.Module = model._module.get_submodule(model.paths["layers"])[
-        layer
-    ].get_submodule(path)
+    module: torch.nn.Module = model.layer_module(layer).get_submodule(path)
     return module
+
+
+def _layer_calls(model: Any, layer: int) -> int:
+    """How many times one forward calls layer ``layer``'s block module (and so each of its
+    submodules): 1, or more on an unrolled stack that re-runs the block."""
+    block = model.block_index(layer)
+    return sum(model.block_index(other) == block for other in range(model.num_layers))
 
 
 def _standard(model: Any, hooked: torch.Tensor) -> torch.Tensor:
@@ -140,10 +145,10 @@ def check_mlp_hidden(model: Any) -> None:
                 read[layer] = nnsight.save(model.mlps_hidden[layer])
     for layer in layers:
         calls = seen[str(layer)]
-        assert len(calls) == 1, (
+        assert len(calls) == _layer_calls(model, layer), (
             f"layer {layer}'s down projection ran {len(calls)} times in one forward"
         )
-        hooked = _standard(model, calls[0][0])
+        hooked = _standard(model, calls[model.layer_call(layer)][0])
         assert read[layer].dim() == 3, (
             f"mlps_hidden[{layer}] has shape {tuple(read[layer].shape)}"
         )
@@ -194,7 +199,9 @@ def check_layers_mid(model: Any) -> None:
                 f"layers_mid[{layer}] + mlps_output is not layers_output (gap {gap:.3g})"
             )
         if str(layer) in seen:
-            hooked_in, hooked_out = (_standard(model, value) for value in seen[str(layer)][0])
+            hooked_in, hooked_out = (
+                _standard(model, value) for value in seen[str(layer)][model.layer_call(layer)]
+            )
             _close(
                 _as_stream(mid, hooked_in),
                 hooked_in,
@@ -291,13 +298,19 @@ def check_norm_scales(model: Any) -> None:
         with torch.no_grad(), model.trace(_encoding(model)):
             for name in order:
                 read[name] = nnsight.save(targets[name][1]())
+    def call(name: str) -> int:
+        """Which hooked call of ``name``'s module is its layer's (the final norm: the last)."""
+        if name == "ln_final_scale":
+            return -1
+        return int(model.layer_call(int(name.rsplit(".", 1)[1])))
+
     for name in fed:
-        norm_out, sublayer_in = seen[name][0][1], seen[f"{name} fed"][0][0]
+        norm_out, sublayer_in = seen[name][call(name)][1], seen[f"{name} fed"][call(name)][0]
         assert torch.equal(norm_out, sublayer_in), (
             f"{name}: the norm's output is not what its sublayer receives"
         )
     for name in order:
-        hooked_in, hooked_out = (_standard(model, value) for value in seen[name][-1 if name == "ln_final_scale" else 0])
+        hooked_in, hooked_out = (_standard(model, value) for value in seen[name][call(name)])
         form = targets[name][2]
         scale = read[name]
         assert tuple(scale.shape[-1:]) == (1,), f"{name} has shape {tuple(scale.shape)}"
@@ -351,7 +364,9 @@ def check_heads_result(model: Any) -> None:
         bias = modules[str(layer)].bias
         total = read[layer].sum(-2) + (0 if bias is None else bias)
         _close(
-            total, _standard(model, seen[str(layer)][0][1]), f"heads_result[{layer}] summed over heads"
+            total,
+            _standard(model, seen[str(layer)][model.layer_call(layer)][1]),
+            f"heads_result[{layer}] summed over heads",
         )
 
 

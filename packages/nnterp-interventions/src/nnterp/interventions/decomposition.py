@@ -472,7 +472,7 @@ def attention_head_shares(
     per_head, bias = per_head.float().cpu(), bias.float().cpu().expand(per_head.shape[0], -1)
     mixer = model.layer_structure.mixers[layer]
     assert mixer is not None
-    layer_module = model._module.get_submodule(model.paths["layers"])[layer]
+    layer_module = model.layer_module(layer)
     o_proj_path = f"{mixer.path}.{attention_layout(model).o_proj}"
     if mixer.contribution.output not in (None, o_proj_path):
         # A module after the attention that transforms its output: a post-attention norm.

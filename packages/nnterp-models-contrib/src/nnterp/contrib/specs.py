@@ -10,6 +10,7 @@ from nnterp.contrib.families import (
     hyper_connections,
     layouts,
     llama_like,
+    looped,
     more,
     multimodal,
     ssm,
@@ -29,6 +30,7 @@ CONTRIB_SPECS: tuple[ArchitectureSpec, ...] = (
     *hyper_connections.SPECS,
     *audio_and_reversible.SPECS,
     *layouts.SPECS,
+    *looped.SPECS,
 )
 
 #: Model types no contrib spec standardizes, with the reason (registered through the

@@ -63,10 +63,6 @@ NOT_STANDARDIZED: dict[str, str] = {
         "transformer and a byte-level local decoder (with cross-attention added between its layers); no single "
         "stack of blocks carries one stream from the embeddings to lm_head"
     ),
-    "dory": _reruns(
-        "looped transformer: the middle n_recurrent_layers blocks run n_recurrent_loops times, each loop "
-        "restarting from norm(stream) + norm(input section's output)"
-    ),
     "hrm_text": _reruns(
         "hierarchical reasoning model: two stacks (L_module, H_module) run H_cycles * (L_cycles + 1) passes "
         "per forward on two interleaved states"
@@ -108,12 +104,6 @@ UNSUPPORTED_TINY_CONFIGS: dict[str, dict[str, object]] = {
         "q_lora_rank": 32, "kv_lora_rank": 16, "qk_nope_head_dim": 8, "qk_rope_head_dim": 8,
         "qk_head_dim": 16, "v_head_dim": 8, "head_dim": 8, "num_key_value_heads": 4,
         "n_routed_experts": 4, "moe_topk": 2, "zero_expert_num": 2, "expert_ffn_hidden_size": 32,
-    },
-    # One prelude block, two recurrent blocks run twice, one coda block (layer types per block).
-    "dory": {
-        "num_hidden_layers": 4, "n_input_layers": 1, "n_recurrent_layers": 2, "n_recurrent_loops": 2,
-        "n_output_layers": 1, "sliding_window": 8,
-        "layer_types": ["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
     },
     # num_hidden_layers counts the stacks' passes: num_layers_per_stack * H_cycles * (L_cycles + 1).
     "hrm_text": {"num_layers_per_stack": 1, "H_cycles": 2, "L_cycles": 2, "L_bp_cycles": [1], "num_hidden_layers": 6},
