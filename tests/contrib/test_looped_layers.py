@@ -1,4 +1,4 @@
-"""Unrolled stacks (nnterp.unrolled): Dory's standard layers are its block calls.
+"""Unrolled stacks (nnterp.unrolled): Dory's and HRM-text's standard layers are their block calls.
 
 Every value is checked against plain torch hooks on the HF model, which record every call of
 a module (a recurrent block runs once per loop).
@@ -11,7 +11,7 @@ import warnings
 import pytest
 import torch
 from nnterp import StandardizedTransformer
-from nnterp.contrib.families.looped import DORY, DORY_UNROLLED
+from nnterp.contrib.families.looped import DORY, DORY_UNROLLED, HRM_TEXT
 from nnterp.errors import UnavailableComponentError
 from nnterp.testing import tiny_model, tiny_tokenizer
 from nnterp.unrolled import recorded_block_calls
@@ -182,3 +182,82 @@ def test_segments_naming_missing_blocks_are_refused(tokenizer):
         warnings.simplefilter("ignore")
         with pytest.raises(RenamingError, match="no block \\[4\\]"):
             StandardizedTransformer(_dory(), tokenizer=tokenizer, spec=wrong)
+
+
+def _hrm(stack_size: int) -> torch.nn.Module:
+    config = HRM_TEXT.tiny_config
+    passes = config["H_cycles"] * (config["L_cycles"] + 1)
+    return tiny_model("hrm_text", config_overrides={
+        **config, "num_layers_per_stack": stack_size, "num_hidden_layers": stack_size * passes,
+    })
+
+
+def _hooked_stacks(hf, tokenizer):
+    """A plain HRM forward recording every block call of both stacks, in order: (module,
+    input, output), and the H stack's final-norm calls."""
+    calls, norms = [], []
+    blocks = [*hf.model.L_module.layers, *hf.model.H_module.layers]
+    handles = [
+        block.register_forward_hook(lambda module, args, output: calls.append((module, args[0].clone(), output.clone())))
+        for block in blocks
+    ]
+    handles.append(hf.model.H_module.final_norm.register_forward_hook(lambda m, a, o: norms.append((a[0].clone(), o))))
+    try:
+        with torch.no_grad():
+            logits = hf(**tokenizer(PROMPT, return_tensors="pt")).logits
+    finally:
+        for handle in handles:
+            handle.remove()
+    return calls, norms, logits
+
+
+@pytest.mark.parametrize("stack_size", [1, 2])
+def test_hrm_layers_are_the_calls_of_both_stacks(tokenizer, stack_size):
+    hf = _hrm(stack_size)
+    calls, norms, logits = _hooked_stacks(hf, tokenizer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = StandardizedTransformer(hf, tokenizer=tokenizer)
+    config = hf.config
+    assert model.num_layers == len(calls) == stack_size * config.H_cycles * (config.L_cycles + 1)
+    assert [model.layer_module(j) for j in range(model.num_layers)] == [module for module, _, _ in calls]
+    ins, outs, parts = [], [], []
+    with torch.no_grad(), model.trace(PROMPT):
+        for j in range(model.num_layers):
+            ins.append(model.layers_input[j].save())
+            parts.append((model.attentions_output[j].save(), model.mlps_output[j].save()))
+            outs.append(model.layers_output[j].save())
+        lens = model.project_on_vocab(model.layers_output[-1]).save()
+        read_logits = model.logits.save()
+    for j, (_, expected_in, expected_out) in enumerate(calls):
+        assert torch.equal(ins[j], expected_in), j
+        assert torch.equal(outs[j], expected_out), j
+        attention, mlp = parts[j]
+        torch.testing.assert_close(expected_in + attention + mlp, expected_out)
+    assert torch.equal(read_logits, logits)
+    assert torch.equal(norms[-1][0], calls[-1][2])
+    torch.testing.assert_close(lens, logits)
+
+
+def test_hrm_writing_an_l_call_reaches_the_h_stack(tokenizer):
+    hf = _hrm(1)
+    seen = {"n": 0}
+
+    def replace(module, args, output):
+        seen["n"] += 1
+        return output.flip(-1) if seen["n"] == 2 else output  # the L stack's second call
+
+    handle = hf.model.L_module.layers[0].register_forward_hook(replace)
+    try:
+        with torch.no_grad():
+            expected = hf(**tokenizer(PROMPT, return_tensors="pt")).logits
+    finally:
+        handle.remove()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = StandardizedTransformer(hf, tokenizer=tokenizer)
+    with torch.no_grad(), model.trace(PROMPT):
+        model.layers_output[1] = model.layers_output[1].flip(-1)
+        logits = model.logits.save()
+    assert torch.equal(logits, expected)
+    assert not torch.allclose(logits, _hooked_stacks(hf, tokenizer)[2])

@@ -291,7 +291,7 @@ def test_a_type_whose_plain_forward_cannot_run_on_a_prompt_is_a_forward_error():
     assert (counts["buildable"], counts["runnable"], counts["standardized"]) == (2, 1, 1)
 
 
-@pytest.mark.parametrize("model_type", ["longcat_flash", "hrm_text"])
+@pytest.mark.parametrize("model_type", ["longcat_flash"])
 def test_unsupported_types_get_tiny_configs_whose_plain_forward_runs(model_type):
     from nnterp.contrib.families.more import UNSUPPORTED_TINY_CONFIGS
 

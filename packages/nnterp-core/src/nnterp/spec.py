@@ -230,31 +230,62 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class Loop:
+    """``repeats`` passes over ``body``, in order: a loop holding segments and loops (HRM's
+    ``H_cycles`` passes, each ``L_cycles`` passes over one stack then one over the other).
+
+    Attributes:
+        body: What one pass runs: `Segment` and `Loop` items, in call order.
+        repeats: How many passes.
+
+    Example:
+        >>> Loop(body=(Loop((Segment(0, 1),), repeats="L_cycles"), Segment(1, 1)), repeats="H_cycles")
+    """
+
+    body: tuple[Segment | Loop, ...]
+    repeats: Bound = 1
+
+
+def _walk(items: tuple[Segment | Loop, ...], config: Any) -> list[int]:
+    """The block index of every block call ``items`` make, in call order."""
+    calls: list[int] = []
+    for item in items:
+        if isinstance(item, Loop):
+            calls += _walk(item.body, config) * resolve_bound(config, item.repeats)
+            continue
+        start, length = resolve_bound(config, item.start), resolve_bound(config, item.length)
+        calls += list(range(start, start + length)) * resolve_bound(config, item.repeats)
+    return calls
+
+
+@dataclass(frozen=True)
 class Unrolled:
     """How a forward walks its block list when it calls some blocks several times (a looped
     transformer): the block calls, in order, as segments. The standard ``layers[j]`` is then
     the ``j``-th block call (`nnterp.unrolled`).
 
     Attributes:
-        segments: The forward's passes over the block list, in call order.
+        segments: The forward's passes over the block list, in call order (`Segment` and
+            nested `Loop` items).
         ln_final_call: Which call of the final-norm module feeds ``lm_head`` when the forward
             calls it more than once (Dory also normalises each loop's restart with it);
             ``None``: it is called once.
+        stacks: Paths (from the root) of further block lists the forward runs besides the
+            spec's ``layers`` (HRM's ``model.H_module.layers``): block indices go on past the
+            spec's list, through these in order (with one block per list, block 1 is the
+            first of ``stacks[0]``).
 
     Example:
         >>> Unrolled(segments=(Segment(0, 1), Segment(1, 2, repeats=3), Segment(3, 1)))
     """
 
-    segments: tuple[Segment, ...]
+    segments: tuple[Segment | Loop, ...]
     ln_final_call: Bound | None = None
+    stacks: tuple[str, ...] = ()
 
     def block_calls(self, config: Any) -> tuple[int, ...]:
         """The block index of every block call of one forward, in call order."""
-        calls: list[int] = []
-        for segment in self.segments:
-            start, length = resolve_bound(config, segment.start), resolve_bound(config, segment.length)
-            calls += list(range(start, start + length)) * resolve_bound(config, segment.repeats)
-        return tuple(calls)
+        return tuple(_walk(self.segments, config))
 
 
 @dataclass(frozen=True)

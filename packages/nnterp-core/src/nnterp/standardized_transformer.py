@@ -518,7 +518,11 @@ class StandardizedTransformer(TransformersModel):
         Example:
             >>> model.layer_module(0).self_attn.q_proj.weight.shape
         """
-        blocks: Any = self._module.get_submodule(cast(str, self.paths["layers"]))
+        from nnterp.unrolled import BLOCK_MODULES_KEY
+
+        blocks: Any = self.__dict__.get(BLOCK_MODULES_KEY)
+        if blocks is None:
+            blocks = self._module.get_submodule(cast(str, self.paths["layers"]))
         module: torch.nn.Module = blocks[self.block_index(layer)]
         return module
 

@@ -37,7 +37,7 @@ from nnsight.intervention.iterator import Iterations
 from nnsight.intervention.source import Source, SourceEnvoy
 
 from nnterp.errors import LayerIndexError, RenamingError
-from nnterp.spec import Bound, Segment, Unrolled, resolve_bound
+from nnterp.spec import Bound, Loop, Segment, Unrolled, resolve_bound
 
 if TYPE_CHECKING:
     from nnterp.layer_structure import LayerStructure
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Bound",
     "CallEnvoy",
+    "Loop",
     "Segment",
     "Unrolled",
     "UnrolledLayers",
@@ -154,7 +155,7 @@ class UnrolledLayers(Sequence):
     """The standard ``layers``: one `CallEnvoy` per block call, in forward order.
 
     Args:
-        blocks: The envoy of the model's block list (``model.layers`` of the HF tree).
+        blocks: The envoys of the model's blocks (the spec's ``layers``, then any unrolled ``stacks``).
         schedule: ``(block index, call number)`` per block call (`call_schedule`).
     """
 
@@ -218,10 +219,46 @@ def recorded_block_calls(hf_model: torch.nn.Module, blocks_path: str, *args: Any
     return order
 
 
-#: Where `install` keeps, on the model's instance dict, the envoy of the block list and the
-#: ``(block index, call number)`` of every block call.
+#: Where `install` keeps, on the model's instance dict, the envoys of the blocks, their HF
+#: modules (the spec's ``layers`` then the unrolled ``stacks``) and the ``(block index, call
+#: number)`` of every block call.
 BLOCKS_KEY = "_nnterp_blocks"
+BLOCK_MODULES_KEY = "_nnterp_block_modules"
 SCHEDULE_KEY = "_nnterp_schedule"
+
+
+def _stack_envoy(model: StandardizedTransformer, path: str) -> Any:
+    envoy: Any = model
+    for name in path.split("."):
+        envoy = getattr(envoy, name)
+    return envoy
+
+
+def _joined(structures: list[LayerStructure]) -> LayerStructure:
+    """One `LayerStructure` over the blocks of several lists, in order (per-block tuples
+    concatenated; the optional ones, empty where no block needs them, filled with ``None``)."""
+    first = structures[0]
+    if len(structures) == 1:
+        return first
+
+    def joined(name: str) -> tuple[Any, ...]:
+        parts = [getattr(structure, name) for structure in structures]
+        if not any(parts):
+            return ()
+        return tuple(
+            value
+            for structure, part in zip(structures, parts)
+            for value in (part or (None,) * len(structure.mixers))
+        )
+
+    return dataclasses.replace(
+        first,
+        mixers=joined("mixers"),
+        mlps=joined("mlps"),
+        norms=joined("norms"),
+        required_inputs=joined("required_inputs"),
+        side_attentions=joined("side_attentions"),
+    )
 
 
 def install(model: StandardizedTransformer, unrolled: Unrolled) -> None:
@@ -236,22 +273,39 @@ def install(model: StandardizedTransformer, unrolled: Unrolled) -> None:
     Raises:
         RenamingError: a segment names a block the model's block list lacks.
     """
+    from nnterp.layer_structure import resolve_layer_structure
+
     config = model._module.config
     calls = unrolled.block_calls(config)
-    blocks = model.__dict__["layers"]
+    hf = model._module
+    blocks = [*model.__dict__["layers"]]
+    modules = [*hf.get_submodule(str(model.paths["layers"]))]
+    structures = [model.layer_structure]
+    for stack in unrolled.stacks:
+        try:
+            stack_modules = [*hf.get_submodule(stack)]
+        except AttributeError as error:
+            raise RenamingError(
+                f"spec {model.spec.name!r}: its unrolled stack {stack!r} is no module list of "
+                f"{type(hf).__name__}; fix the spec's Unrolled stacks"
+            ) from error
+        blocks += [*_stack_envoy(model, stack)]
+        modules += stack_modules
+        structures.append(resolve_layer_structure(hf, model.spec, {**model.paths, "layers": stack}))
     count = len(blocks)
     outside = sorted({block for block in calls if not 0 <= block < count})
     if outside or not calls:
         raise RenamingError(
             f"spec {model.spec.name!r}: its unrolled segments {unrolled.segments} give the block calls "
-            f"{list(calls)}, but {model.paths['layers']} holds {count} blocks"
+            f"{list(calls)}, but {model.paths['layers']} (and its stacks {unrolled.stacks}) hold {count} blocks"
             + (f" (no block {outside})" if outside else " (no call at all)")
             + "; fix the spec's Unrolled segments to name the config's keys"
         )
     model.__dict__[BLOCKS_KEY] = blocks
+    model.__dict__[BLOCK_MODULES_KEY] = modules
     model.__dict__[SCHEDULE_KEY] = call_schedule(calls)
     model.__dict__["layers"] = UnrolledLayers(blocks, model.__dict__[SCHEDULE_KEY])
     norm = model.__dict__.get("ln_final")
     if unrolled.ln_final_call is not None and norm is not None:
         model.__dict__["ln_final"] = CallEnvoy(norm, resolve_bound(config, unrolled.ln_final_call))
-    model.layer_structure = unroll_structure(model.layer_structure, calls)
+    model.layer_structure = unroll_structure(_joined(structures), calls)

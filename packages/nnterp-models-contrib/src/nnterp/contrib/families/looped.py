@@ -3,12 +3,14 @@
 Their standard ``layers`` are the forward's *block calls* (`nnterp.unrolled`): Dory's
 ``n_input_layers`` prelude blocks, then ``n_recurrent_loops`` passes over its
 ``n_recurrent_layers`` recurrent blocks, then its ``n_output_layers`` coda blocks. The spec's
-``unrolled`` (`nnterp.spec.Unrolled`) says how the forward walks the block list.
+``unrolled`` (`nnterp.spec.Unrolled`) says how the forward walks the block list. HRM-text runs
+two stacks on two interleaved states: ``H_cycles`` passes, each ``L_cycles`` passes over the
+low-level stack then one over the high-level stack; its ``layers[j]`` are those block calls.
 """
 
 from __future__ import annotations
 
-from nnterp.spec import ArchitectureSpec, Segment, Unrolled
+from nnterp.spec import ArchitectureSpec, Loop, Segment, Unrolled
 
 #: Dory's block calls: prelude, the recurrent range once per loop, coda. The final norm's last
 #: call (after one before the loops and one per loop) feeds ``lm_head``.
@@ -45,4 +47,35 @@ DORY = ArchitectureSpec(
     },
 )
 
-SPECS: tuple[ArchitectureSpec, ...] = (DORY,)
+#: HRM-text's block calls: per high-level cycle, ``L_cycles`` passes over the L stack (blocks
+#: ``0 .. num_layers_per_stack - 1``, the spec's ``layers``) then one over the H stack (the
+#: blocks after them); the H stack's final norm, at its last call, feeds ``lm_head``.
+HRM_TEXT_UNROLLED = Unrolled(
+    segments=(
+        Loop(
+            body=(
+                Loop(body=(Segment(start=0, length="num_layers_per_stack"),), repeats="L_cycles"),
+                Segment(start="num_layers_per_stack", length="num_layers_per_stack"),
+            ),
+            repeats="H_cycles",
+        ),
+    ),
+    stacks=("model.H_module.layers",),
+    ln_final_call=("H_cycles", -1),
+)
+
+#: HRM-text (hierarchical reasoning model): pre-norm blocks on two states, z_L (from a learned
+#: init) and z_H (from the embeddings); each stack call reads the sum of both states and ends
+#: with the stack's own final norm, so a stack's first block call does not read the previous
+#: call's output.
+HRM_TEXT = ArchitectureSpec(
+    name="hrm_text",
+    model_classes=("HrmTextForCausalLM",),
+    layers="model.L_module.layers",
+    ln_final="model.H_module.final_norm",
+    unrolled=HRM_TEXT_UNROLLED,
+    # num_hidden_layers counts the stacks' passes: num_layers_per_stack * H_cycles * (L_cycles + 1).
+    tiny_config={"num_layers_per_stack": 1, "H_cycles": 2, "L_cycles": 2, "L_bp_cycles": [1], "num_hidden_layers": 6},
+)
+
+SPECS: tuple[ArchitectureSpec, ...] = (DORY, HRM_TEXT)

@@ -49,23 +49,12 @@ PENDING_SPECS: tuple[ArchitectureSpec, ...] = ()
 SPECS: tuple[ArchitectureSpec, ...] = (GIT, MODERNBERT_DECODER)
 
 
-def _reruns(what: str) -> str:
-    return (
-        f"{what}, so a layer module is called several times per forward and its first output (what a "
-        "module site reads) is not the stream the next block receives"
-    )
-
-
 #: Why each of these causal-LM types has no spec (shown by the status registry and the docs).
 NOT_STANDARDIZED: dict[str, str] = {
     "blt": (
         "byte latent transformer: an entropy patcher model, a byte-level local encoder, a patch-level global "
         "transformer and a byte-level local decoder (with cross-attention added between its layers); no single "
         "stack of blocks carries one stream from the embeddings to lm_head"
-    ),
-    "hrm_text": _reruns(
-        "hierarchical reasoning model: two stacks (L_module, H_module) run H_cycles * (L_cycles + 1) passes "
-        "per forward on two interleaved states"
     ),
     "longcat_flash": (
         "each layer holds two attention/MLP sub-blocks (self_attn[0], mlps[0], self_attn[1], mlps[1]) and a "
@@ -105,6 +94,4 @@ UNSUPPORTED_TINY_CONFIGS: dict[str, dict[str, object]] = {
         "qk_head_dim": 16, "v_head_dim": 8, "head_dim": 8, "num_key_value_heads": 4,
         "n_routed_experts": 4, "moe_topk": 2, "zero_expert_num": 2, "expert_ffn_hidden_size": 32,
     },
-    # num_hidden_layers counts the stacks' passes: num_layers_per_stack * H_cycles * (L_cycles + 1).
-    "hrm_text": {"num_layers_per_stack": 1, "H_cycles": 2, "L_cycles": 2, "L_bp_cycles": [1], "num_hidden_layers": 6},
 }
