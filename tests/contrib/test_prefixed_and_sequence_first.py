@@ -221,3 +221,12 @@ def test_xlnet_gradient_of_a_layer_input_matches_autograd(xlnet):
     hf.zero_grad(set_to_none=True)
     result = compute_gradients(model, PROMPTS, lambda logits: logits[:, -1, 3].sum(), "layers_input.1")
     torch.testing.assert_close(result.gradients["layers_input.1"], kept["out"].grad.transpose(0, 1))
+
+
+def test_xlnet_generation_is_refused_with_the_reason(xlnet):
+    from nnterp.errors import UnavailableComponentError
+
+    _, model = xlnet
+    with pytest.raises(UnavailableComponentError, match="two-stream mode"):
+        with model.generate("Hello world", max_new_tokens=2):
+            pass

@@ -117,6 +117,11 @@ def test_the_lens_collapses_streams_through_the_models_mixer(pair):
     lens = logit_lens(model, PROMPTS, layers=[0, model.num_layers - 1], return_logits=True)
     torch.testing.assert_close(lens[:, 0], first[:, -1], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(lens[:, 1], logits[:, -1], atol=1e-5, rtol=1e-5)
+    # nnterp 1.x's inverse logits, lm_head(-ln_final(h)), go through the same collapse.
+    with torch.no_grad():
+        inverse = hf_model.lm_head(-hf_model.model.hyper_connection_mixer(seen[("block", 0)][1]))
+    _, inverse_lens = logit_lens(model, PROMPTS, layers=[0], return_logits=True, return_inv_logits=True)
+    torch.testing.assert_close(inverse_lens[:, 0], inverse[:, -1], atol=1e-5, rtol=1e-5)
 
 
 def test_writing_one_stream_equals_a_hooked_edit_of_its_features(pair):

@@ -24,6 +24,11 @@ if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
 
 
+#: A site's gradient source: the tensor the forward uses, and the function turning its gradient
+#: into the site's (see `LayerAccessor.gradient_source`).
+GradientSource = tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
+
+
 def _outside_trace_checked(method: Callable[..., Any]) -> Callable[..., Any]:
     """``method`` with nnsight's "outside of interleaving" error (an accessor used outside
     ``model.trace``) re-raised as nnterp's `TraceError`, which says the fix."""
@@ -164,6 +169,31 @@ class LayerAccessor(_PerLayerView):
                 value = value.reshape(first_tensor(current).shape)
             envoy.output = replace_first(current, value)
 
+    def gradient_source(self, layer: int) -> GradientSource:
+        """Inside a trace: the tensor the forward goes on with at this site of layer ``layer``
+        (the module's input, or its hidden-state output, as the model holds it), and the function
+        turning that tensor's gradient into the site's gradient, (batch, seq, ...) as the site
+        reads. The site's own value may be a view the forward never uses (a transposed or
+        prefixed stream, flattened streams), whose gradient would never arrive.
+
+        Example:
+            >>> with model.trace("Hello"), ...:
+            ...     raw, view = model.layers_output.gradient_source(2)   # view(raw.grad): (1, seq, hidden)
+        """
+        model = self._model
+        self._refuse_declared()
+        layer = normalize_layer(model, layer)
+        envoy = self._module_of(layer)
+        raw = envoy.input if self._io == "input" else first_tensor(envoy.output)
+        tokens = token_shape(model, raw) if self._tokens_flattened(layer) else None
+
+        def view(gradient: torch.Tensor) -> torch.Tensor:
+            if tokens is not None:
+                gradient = unflatten_tokens(gradient, tokens)
+            return to_standard(model, gradient)
+
+        return raw, view
+
 
 class StreamsAccessor(LayerAccessor):
     """``accessor[i]``: the parallel residual streams entering or leaving block ``i``,
@@ -216,6 +246,11 @@ class StreamsAccessor(LayerAccessor):
     @_outside_trace_checked
     def __getitem__(self, layer: int) -> torch.Tensor:
         return self.unpack(super().__getitem__(layer))
+
+    def gradient_source(self, layer: int) -> GradientSource:
+        """`LayerAccessor.gradient_source`, the gradient viewed as (batch, seq, streams, hidden)."""
+        raw, view = super().gradient_source(layer)
+        return raw, lambda gradient: self.unpack(view(gradient))
 
     @_outside_trace_checked
     def __setitem__(self, layer: int, value: torch.Tensor) -> None:
@@ -331,6 +366,31 @@ class ContributionAccessor(_PerLayerView):
         """The envoy whose output holds layer ``layer``'s contribution."""
         return self._locate(normalize_layer(self._model, layer))[1]
 
+    def gradient_source(self, layer: int) -> GradientSource:
+        """Inside a trace: the output of the module that holds layer ``layer``'s contribution (what
+        the forward goes on with) and the function turning its gradient into the contribution's:
+        the module adds the contribution divided by the branch scale (to an in-module residual),
+        so the contribution's gradient is the output's divided by the scale, in the site's
+        (batch, seq, hidden) view.
+
+        Example:
+            >>> raw, view = model.attentions_output.gradient_source(2)   # inside a trace
+        """
+        model = self._model
+        layer = normalize_layer(model, layer)
+        layer_envoy, envoy, contribution = self._locate(layer)
+        raw = first_tensor(envoy.output)
+        tokens = token_shape(model, raw) if contribution.tokens_flattened else None
+        scale = self._scale(layer_envoy, contribution)
+
+        def view(gradient: torch.Tensor) -> torch.Tensor:
+            if tokens is not None:
+                gradient = unflatten_tokens(gradient, tokens)
+            gradient = to_standard(model, gradient)
+            return gradient if scale is None else gradient / scale
+
+        return raw, view
+
     def _scale(self, layer_envoy: Any, contribution: Contribution) -> float | None:
         if contribution.scale is None:
             return None
@@ -437,13 +497,23 @@ class AttentionProbabilitiesAccessor(LegacyProbabilityMethods):
 
         return to_standard(self._model, split_merged_heads(self._operation(layer).output, self._model), pattern=True)
 
+    def gradient_source(self, layer: int) -> GradientSource:
+        """Inside a trace: the probabilities as the attention computes them (what multiplies the
+        values) and the function turning their gradient into the site's (batch, heads, query, key)."""
+        from nnterp.attention import split_merged_heads
+
+        model = self._model
+        raw = self._operation(layer).output
+        return raw, lambda gradient: to_standard(model, split_merged_heads(gradient, model), pattern=True)
+
     @_outside_trace_checked
     def __setitem__(self, layer: int, value: torch.Tensor) -> None:
         from nnterp.attention import merge_like, split_merged_heads
 
         operation = self._operation(layer)
         current = operation.output
-        value = from_standard(self._model, split_merged_heads(current, self._model), value, pattern=True)
+        if not self._model.spec.stream_layout.is_standard:
+            value = from_standard(self._model, split_merged_heads(current, self._model), value, pattern=True)
         operation.output = merge_like(value, current, self._model)
 
     def __len__(self) -> int:

@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from nnterp.accessors import _outside_trace_checked, _PerLayerView, normalize_layer
+from nnterp.accessors import GradientSource, _outside_trace_checked, _PerLayerView, normalize_layer
 from nnterp.errors import UnavailableComponentError
+from nnterp.stream_layout import from_standard, to_standard
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
@@ -153,14 +154,26 @@ class AttentionScoresAccessor(_PerLayerView):
     def __getitem__(self, layer: int) -> torch.Tensor:
         from nnterp.attention import split_merged_heads
 
-        return split_merged_heads(self._operation(layer).input, self._model)
+        return to_standard(self._model, split_merged_heads(self._operation(layer).input, self._model), pattern=True)
+
+    def gradient_source(self, layer: int) -> GradientSource:
+        """Inside a trace: the scores as the softmax receives them and the function turning
+        their gradient into the site's (batch, heads, query, key)."""
+        from nnterp.attention import split_merged_heads
+
+        model = self._model
+        raw = self._operation(layer).input
+        return raw, lambda gradient: to_standard(model, split_merged_heads(gradient, model), pattern=True)
 
     @_outside_trace_checked
     def __setitem__(self, layer: int, value: torch.Tensor) -> None:
-        from nnterp.attention import merge_like
+        from nnterp.attention import merge_like, split_merged_heads
 
         operation = self._operation(layer)
-        operation.input = merge_like(value, operation.input, self._model)
+        current = operation.input
+        if not self._model.spec.stream_layout.is_standard:
+            value = from_standard(self._model, split_merged_heads(current, self._model), value, pattern=True)
+        operation.input = merge_like(value, current, self._model)
 
 
 __all__ = [

@@ -323,7 +323,7 @@ class HeadsAccessor:
         with the first attention layer's head counts)."""
         layout = self.layout_for(None if layer is None else normalize_layer(self._model, layer))
         if self.site in ("queries_rotated", "keys_rotated"):
-            return raw.transpose(1, 2)
+            return to_standard(self._model, raw.transpose(1, 2))
         raw = to_standard(self._model, raw)
         if self.site == "heads_output":
             return _split_heads(raw, layout.num_heads)
@@ -348,7 +348,7 @@ class HeadsAccessor:
 
     def _from_heads(self, raw: torch.Tensor, value: torch.Tensor, layout: AttentionLayout) -> torch.Tensor:
         if self.site in ("queries_rotated", "keys_rotated"):
-            return value.transpose(1, 2)
+            return from_standard(self._model, raw.transpose(1, 2), value).transpose(1, 2)
         standard = to_standard(self._model, raw)
         if self.site == "heads_output" or layout.q_proj is not None:
             return from_standard(self._model, raw, value.reshape(standard.shape))
@@ -504,6 +504,7 @@ class HeadResultsAccessor:
         heads = self.layout_for(layer).num_heads
 
         def spread(gradient: torch.Tensor) -> torch.Tensor:
+            gradient = to_standard(self._model, gradient)
             return gradient.unsqueeze(-2).expand(*gradient.shape[:-1], heads, gradient.shape[-1])
 
         return envoy.output, spread

@@ -166,7 +166,7 @@ class LayerStructure:
     def side_attention(self, layer: int) -> str | None:
         """Path, from layer ``layer``, of the softmax attention it runs besides a mixer that is
         not softmax attention (the spec's ``side_attention``), or ``None``."""
-        if self.kinds[layer] == "attention" or layer >= len(self.side_attentions):
+        if not self.side_attentions or layer >= len(self.side_attentions) or self.kinds[layer] == "attention":
             return None
         return self.side_attentions[layer]
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from nnterp.accessors import (
+    GradientSource,
     _outside_trace_checked,
     _PerLayerView,
     first_tensor,
@@ -80,6 +81,20 @@ class LayersMidAccessor(_PerLayerView):
         if value.dim() == 2:  # a layer that flattens its tokens before the MLP (OPT)
             value = unflatten_tokens(value, token_shape(self._model, value))
         return to_standard(self._model, value)
+
+    def gradient_source(self, layer: int) -> GradientSource:
+        """Inside a trace: what the MLP's norm receives (the stream the forward goes on with)
+        and the function turning its gradient into the site's (batch, seq, hidden)."""
+        model = self._model
+        raw = first_tensor(self._envoy(normalize_layer(model, layer)).input)
+        tokens = token_shape(model, raw) if raw.dim() == 2 else None
+
+        def view(gradient: torch.Tensor) -> torch.Tensor:
+            if tokens is not None:
+                gradient = unflatten_tokens(gradient, tokens)
+            return to_standard(model, gradient)
+
+        return raw, view
 
     @_outside_trace_checked
     def __setitem__(self, layer: int, value: torch.Tensor) -> None:

@@ -378,6 +378,10 @@ class ArchitectureSpec:
             ...) with one position per input token (see `StreamLayout`: XLNet's sequence-first
             stream, CPM-Ant's prepended prompt positions); every site with a token dimension
             reads and writes the standard view (`nnterp.stream_layout`).
+        generation_unavailable: Why ``model.generate`` cannot give the sites their standard
+            meaning on this family (XLNet generates in its two-stream mode, whose logits come
+            from a query stream no site holds); generation then raises
+            `UnavailableComponentError` with it. ``None``: generation is supported.
         conditional_layers: Blocks that the model runs only when its forward gets an input,
             ``{layer class name: input name}`` (Mllama's ``{"MllamaCrossAttentionDecoderLayer":
             "cross_attention_states"}``: text-only inputs skip its cross-attention layers). In a
@@ -466,6 +470,7 @@ class ArchitectureSpec:
     streams_head: str | None = None
     streams_packing: str = "stacked"
     stream_layout: StreamLayout = StreamLayout()
+    generation_unavailable: str | None = None
     vision_layers: PathSpec = None
     down_proj: PathSpec = DEFAULT_DOWN_PROJ
     attention_norm: PathSpec = DEFAULT_ATTENTION_NORM

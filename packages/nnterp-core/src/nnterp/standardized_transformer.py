@@ -689,6 +689,30 @@ class StandardizedTransformer(TransformersModel):
             >>> with model.trace("Hello"):
             ...     lens = model.project_on_vocab(model.layers_output[3]).save()
         """
+        state = self.collapse_streams(hidden_states)
+        normed = self.ln_final(state) if self.paths["ln_final"] is not None else state
+        if self.unembedding_projection_module() is not None:
+            normed = _child(self, cast(str, self.spec.unembedding_projection))(normed)
+        logits = self.lm_head(normed)
+        return postprocess_logits(logits, self.spec, self._module.config)
+
+    def collapse_streams(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """What the final norm receives for ``hidden_states``: on models with several residual
+        streams, (..., streams, hidden) states packed as the model holds them and collapsed its
+        own way (the spec's ``streams_head``; left packed when the final norm is the collapse);
+        other states unchanged.
+
+        Args:
+            hidden_states: (..., hidden), or (..., streams, hidden).
+
+        Raises:
+            InvalidInputError: a last dimension other than the hidden size, or a one-stream
+                state on a model whose final norm reads all the streams at once.
+
+        Example:
+            >>> with model.trace("Hello"):                                # DeepSeek-V4
+            ...     state = model.collapse_streams(model.streams_output[3]).save()   # (1, seq, hidden)
+        """
         input_checks.require_hidden(hidden_states, self.hidden_size, "hidden_states")
         streams = self.num_streams
         is_streams = streams is not None and hidden_states.dim() >= 2 and hidden_states.shape[-2] == streams
@@ -705,11 +729,7 @@ class StandardizedTransformer(TransformersModel):
                     f"streams (streams_input/streams_output), got {tuple(hidden_states.shape)}"
                 )
             hidden_states = self.streams_output.pack(hidden_states)
-        normed = self.ln_final(hidden_states) if self.paths["ln_final"] is not None else hidden_states
-        if self.unembedding_projection_module() is not None:
-            normed = _child(self, cast(str, self.spec.unembedding_projection))(normed)
-        logits = self.lm_head(normed)
-        return postprocess_logits(logits, self.spec, self._module.config)
+        return hidden_states
 
     def unembedding_projection_module(self) -> torch.nn.Module | None:
         """The HF module between the final norm and ``lm_head`` (OPT's ``project_out``), or
@@ -1016,13 +1036,19 @@ class StandardizedTransformer(TransformersModel):
         the model's trace lock, so a direct ``model.generate(...)`` is serialized too."""
         from nnterp.positions import running, trace_lock
 
-        if self.spec.unrolled is not None and getattr(fn, "__name__", None) == "generate":
-            raise UnavailableComponentError(
-                f"{self.spec.name}: generation is not supported on an unrolled stack (the spec's "
-                "unrolled: its standard layers are block calls pinned to their occurrence in the "
-                "first forward, so later generation steps would be read at the wrong call); trace "
-                "one forward per step with model.trace(...) instead of model.generate(...)."
-            )
+        if getattr(fn, "__name__", None) == "generate":
+            if self.spec.generation_unavailable is not None:
+                raise UnavailableComponentError(
+                    f"{self.spec.name}: generation is not supported: {self.spec.generation_unavailable}; "
+                    "trace one forward per step with model.trace(...) instead of model.generate(...)."
+                )
+            if self.spec.unrolled is not None:
+                raise UnavailableComponentError(
+                    f"{self.spec.name}: generation is not supported on an unrolled stack (the spec's "
+                    "unrolled: its standard layers are block calls pinned to their occurrence in the "
+                    "first forward, so later generation steps would be read at the wrong call); trace "
+                    "one forward per step with model.trace(...) instead of model.generate(...)."
+                )
         with trace_lock(self), running(self):
             return super().interleave(fn, *args, **kwargs)
 

@@ -112,7 +112,10 @@ def unview_tensor(
         full = _batch_first(layout, current, pattern).clone()
         full[_after_prefix(full, prefix, pattern)] = value.to(full.dtype)
         value = full
-    return _batch_first(layout, value, pattern)
+    if layout.sequence_first and not pattern:
+        # A sequence-first model may .view() what it receives: hand it contiguous memory.
+        return value.transpose(0, 1).contiguous()
+    return value
 
 
 def to_standard(model: StandardizedTransformer, value: Any, pattern: bool = False) -> Any:

@@ -35,7 +35,6 @@ from nnterp.cache import (
     read_site,
     select_positions,
     trace_attention_mask,
-    write_site,
 )
 from nnterp.errors import InvalidInputError
 from nnterp.heads import HEAD_SITES
@@ -91,18 +90,16 @@ def _raw_and_view(model: StandardizedTransformer, site: Site) -> tuple[Any, Any,
             "take the gradient of the site it is computed from (e.g. the norm's input)."
         )
     accessor = getattr(model, site.name)
-    if hasattr(accessor, "gradient_source"):  # computed per-head values (heads_result)
+    if site.layer is not None and hasattr(accessor, "gradient_source"):
+        # The site's value may be computed from the forward's tensor (per-head results, a
+        # contribution minus an in-module residual or times a branch scale, a transposed or
+        # prefixed view): the gradient is taken of that tensor, then turned into the site's.
         value = accessor[site.layer]
         raw, spread = accessor.gradient_source(site.layer)
         return raw, spread, value
     if site.name in HEAD_SITES:
         return accessor.raw(site.layer), accessor.to_heads, None
-    value = read_site(model, site)
-    if not model.spec.stream_layout.is_standard:
-        # The standard view of a transposed or prefixed tensor is not what the forward goes on
-        # with; written back (the same values), it is, so its gradient arrives.
-        write_site(model, site, value)
-    return value, None, None
+    return read_site(model, site), None, None
 
 
 def compute_gradients(

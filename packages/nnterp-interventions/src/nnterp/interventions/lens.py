@@ -145,7 +145,8 @@ def _inverse_logits(model: StandardizedTransformer, hidden: torch.Tensor) -> tor
     unembedding chain (projection, logit post-processing) as `project_on_vocab` does."""
     from nnterp.unembedding import postprocess_logits
 
-    normed = model.ln_final(hidden) if model.paths["ln_final"] is not None else hidden
+    state = model.collapse_streams(hidden)
+    normed = model.ln_final(state) if model.paths["ln_final"] is not None else state
     negated = -normed
     projection = model.unembedding_projection_module()
     if projection is not None:

@@ -16,7 +16,9 @@ from nnterp.spec import ArchitectureSpec, StreamLayout
 #: output to the stream inside themselves; the attention and the feed-forward inside them are
 #: the standard ``self_attn`` and ``mlp``, whose outputs are the contributions. Positions are a
 #: relative bias, and the model masks padding by each row's count of non-zero ids (left padding
-#: with pad id 0, as its tokenizer pads), so it takes no position ids.
+#: with pad id 0, as its tokenizer pads), so it takes no position ids. In a cached generation
+#: step it re-embeds every token and keeps the new ones after the embedding: token_embeddings
+#: there holds every token of the sequence (a write to an earlier one changes nothing).
 CPMANT = ArchitectureSpec(
     name="cpmant",
     model_classes=("CpmAntForCausalLM",),
@@ -57,8 +59,8 @@ CPMANT = ArchitectureSpec(
 #: are parameters used in einsums, not modules, so the per-head sites are not readable; its
 #: relative attention computes the probabilities (batch, heads, query, key) in ``rel_attn_core``.
 #: Generation runs XLNet's two-stream mode (``generate`` appends a masked query token with a
-#: permutation mask and target mapping): the sites read the content stream, while the logits
-#: come from the query stream of the appended token, which no standard site holds.
+#: permutation mask and target mapping), where the logits come from the query stream of the
+#: appended token, which no standard site holds: ``model.generate`` is refused with that reason.
 XLNET = ArchitectureSpec(
     name="xlnet",
     model_classes=("XLNetLMHeadModel",),
@@ -80,6 +82,10 @@ XLNET = ArchitectureSpec(
     down_proj="layer_2",
     position_ids_from_mask=False,
     stream_layout=StreamLayout(sequence_first=True),
+    generation_unavailable=(
+        "XLNet generates in its two-stream mode (an appended query token under a permutation mask and "
+        "target mapping), whose logits come from the query stream, which no standard site holds"
+    ),
 )
 
 SPECS: tuple[ArchitectureSpec, ...] = (CPMANT, XLNET)
