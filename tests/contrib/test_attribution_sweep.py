@@ -71,6 +71,34 @@ def test_logit_attribution_total_is_the_logit_on_every_identity_type():
         else:
             exact.append(model_type)
     assert wrong == {}
-    unexplained = {t: why for t, why in refused.items() if "not a linear map" not in why}
+    unexplained = {
+        t: why for t, why in refused.items()
+        if "not a linear map" not in why and not ("is not layer" in why and _calls_are_not_chained(t))
+    }
     assert unexplained == {}
     assert len(exact) >= 110, (len(exact), sorted(refused))
+
+
+def _calls_are_not_chained(model_type: str) -> bool:
+    """Whether, in a plain forward with hooks on every block module, some block call receives a
+    stream other than the one the previous block call returned (HRM's stacks start each pass from
+    a norm of the previous one plus the other state), which is what refuses a decomposition."""
+    hf_model = tiny_model(model_type)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = StandardizedTransformer(hf_model, tiny_tokenizer())
+    blocks = {id(model.layer_module(layer)): model.layer_module(layer) for layer in range(model.num_layers)}
+    calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def record(module, args, kwargs, output):
+        entering = args[0] if args else next(iter(kwargs.values()))
+        calls.append((entering.detach(), (output[0] if isinstance(output, tuple) else output).detach()))
+
+    handles = [block.register_forward_hook(record, with_kwargs=True) for block in blocks.values()]
+    try:
+        with torch.no_grad():
+            hf_model(**tiny_tokenizer()(PROMPTS, return_tensors="pt", padding=True))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return any(not torch.equal(after[0], before[1]) for before, after in zip(calls, calls[1:]))
