@@ -185,14 +185,7 @@ class LayerAccessor(_PerLayerView):
         layer = normalize_layer(model, layer)
         envoy = self._module_of(layer)
         raw = envoy.input if self._io == "input" else first_tensor(envoy.output)
-        tokens = token_shape(model, raw) if self._tokens_flattened(layer) else None
-
-        def view(gradient: torch.Tensor) -> torch.Tensor:
-            if tokens is not None:
-                gradient = unflatten_tokens(gradient, tokens)
-            return to_standard(model, gradient)
-
-        return raw, view
+        return raw, site_view(model, raw, self._tokens_flattened(layer))
 
 
 class StreamsAccessor(LayerAccessor):
@@ -292,6 +285,29 @@ def unflatten_tokens(value: torch.Tensor, tokens: tuple[int, ...]) -> torch.Tens
     return value.reshape(*tokens, value.shape[-1])
 
 
+def site_view(
+    model: StandardizedTransformer, raw: torch.Tensor, flattened: bool, divisor: float | None = None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The function turning a tensor shaped like ``raw`` (as a module holds it, e.g. its
+    gradient) into a site's (batch, seq, ...) view: tokens unflattened when the module flattens
+    them (the (batch, seq) read from ``raw`` now, inside the trace), the spec's stream layout
+    applied, divided by ``divisor`` when given (a branch scale).
+
+    Example:
+        >>> view = site_view(model, raw, flattened=False)   # inside a trace
+        >>> view(raw.grad).shape                              # after it: (batch, seq, hidden)
+    """
+    tokens = token_shape(model, raw) if flattened else None
+
+    def view(tensor: torch.Tensor) -> torch.Tensor:
+        if tokens is not None:
+            tensor = unflatten_tokens(tensor, tokens)
+        tensor = to_standard(model, tensor)
+        return tensor if divisor is None else tensor / divisor
+
+    return view
+
+
 def module_argument(envoy: Any, name: str, position: int) -> Any:
     """The argument ``name`` (keyword) or at ``position`` (positional) of a module call, in a trace."""
     args, kwargs = envoy.inputs
@@ -380,16 +396,8 @@ class ContributionAccessor(_PerLayerView):
         layer = normalize_layer(model, layer)
         layer_envoy, envoy, contribution = self._locate(layer)
         raw = first_tensor(envoy.output)
-        tokens = token_shape(model, raw) if contribution.tokens_flattened else None
         scale = self._scale(layer_envoy, contribution)
-
-        def view(gradient: torch.Tensor) -> torch.Tensor:
-            if tokens is not None:
-                gradient = unflatten_tokens(gradient, tokens)
-            gradient = to_standard(model, gradient)
-            return gradient if scale is None else gradient / scale
-
-        return raw, view
+        return raw, site_view(model, raw, contribution.tokens_flattened, scale)
 
     def _scale(self, layer_envoy: Any, contribution: Contribution) -> float | None:
         if contribution.scale is None:

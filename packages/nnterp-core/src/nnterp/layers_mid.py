@@ -38,6 +38,7 @@ from nnterp.accessors import (
     _PerLayerView,
     first_tensor,
     normalize_layer,
+    site_view,
     token_shape,
     unflatten_tokens,
 )
@@ -87,14 +88,7 @@ class LayersMidAccessor(_PerLayerView):
         and the function turning its gradient into the site's (batch, seq, hidden)."""
         model = self._model
         raw = first_tensor(self._envoy(normalize_layer(model, layer)).input)
-        tokens = token_shape(model, raw) if raw.dim() == 2 else None
-
-        def view(gradient: torch.Tensor) -> torch.Tensor:
-            if tokens is not None:
-                gradient = unflatten_tokens(gradient, tokens)
-            return to_standard(model, gradient)
-
-        return raw, view
+        return raw, site_view(model, raw, raw.dim() == 2)
 
     @_outside_trace_checked
     def __setitem__(self, layer: int, value: torch.Tensor) -> None:
