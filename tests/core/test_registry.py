@@ -149,7 +149,7 @@ def _synthetic_shipped(tmp_path, **models) -> str:
 def test_check_release_reports_a_type_that_newly_fails_and_exits_1(
     tmp_path, capsys, no_user_registry
 ):
-    # xlm has no spec (XLMWithLMHeadModel cannot be standardized): recorded here as passing.
+    # prophetnet has no spec (ProphetNetForCausalLM cannot be standardized): recorded here as passing.
     against = _synthetic_shipped(
         tmp_path,
         llama={
@@ -158,8 +158,8 @@ def test_check_release_reports_a_type_that_newly_fails_and_exits_1(
             "checks": {"renaming": "fail"},
             "error": "old",
         },
-        xlm={
-            "class_name": "XLMWithLMHeadModel",
+        prophetnet={
+            "class_name": "ProphetNetForCausalLM",
             "status": "pass",
             "checks": {"renaming": "pass"},
             "error": None,
@@ -176,7 +176,7 @@ def test_check_release_reports_a_type_that_newly_fails_and_exits_1(
             "check-release",
             "--model-types",
             "llama",
-            "xlm",
+            "prophetnet",
             "gpt2",
             "--against",
             against,
@@ -186,8 +186,8 @@ def test_check_release_reports_a_type_that_newly_fails_and_exits_1(
     output = capsys.readouterr().out
     assert code == 1
     table = [line.split() for line in output.splitlines()]
-    assert ["newly", "failing", "xlm", "pass", "fail", "yes"] == table[
-        _index(table, "xlm")
+    assert ["newly", "failing", "prophetnet", "pass", "fail", "yes"] == table[
+        _index(table, "prophetnet")
     ][:6]
     assert ["newly", "passing", "llama", "fail", "pass"] == table[
         _index(table, "llama")

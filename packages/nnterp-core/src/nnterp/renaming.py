@@ -126,17 +126,6 @@ def split_aliases(
     return rename, displaced
 
 
-def _envoy_at(envoy: Any, path: str) -> Any:
-    """The envoy at native module ``path`` below ``envoy``: a child NNsight or nnterp mounted
-    under the prefixed name (``E_output``, ``E_lm_head``) is found there first."""
-    from nnsight.intervention.envoy import Envoy
-
-    for name in path.split("."):
-        moved = envoy.__dict__.get(f"{Envoy.OVERLOAD_PREFIX}{name}")
-        envoy = moved if isinstance(moved, Envoy) else getattr(envoy, name)
-    return envoy
-
-
 def bind_displaced(model: Any, paths: dict[str, str | None], displaced: dict[str, str]) -> None:
     """Bind each standard name of ``displaced`` (from `split_aliases`) on the NNsight model
     ``model``: a root part on the root, a layer part on every layer that has its path; the
@@ -145,15 +134,16 @@ def bind_displaced(model: Any, paths: dict[str, str | None], displaced: dict[str
     Raises:
         RenamingError: the name is taken on the envoy by something that is not a native child.
     """
+    from nnterp.accessors import child_envoy
     from nnterp.nnsight_seams import mount_over_child
 
     for part, path in displaced.items():
         if part in ROOT_PARTS:
-            mount_over_child(model, part, _envoy_at(model, path), path)
+            mount_over_child(model, part, child_envoy(model, path), path)
             continue
-        for layer in _envoy_at(model, cast(str, paths["layers"])):
+        for layer in child_envoy(model, cast(str, paths["layers"])):
             if _has_submodule(layer._module, path):
-                mount_over_child(layer, part, _envoy_at(layer, path), path)
+                mount_over_child(layer, part, child_envoy(layer, path), path)
 
 
 def candidate_modules(model: torch.nn.Module, limit: int = 12) -> dict[str, list[str]]:

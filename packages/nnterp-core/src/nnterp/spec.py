@@ -289,6 +289,43 @@ class Unrolled:
 
 
 @dataclass(frozen=True)
+class VirtualBlocks:
+    """Blocks that a model's forward runs as one loop over parallel module lists, with no
+    module per block (XLM: ``attentions[i]``, ``layer_norm1[i]``, ``ffns[i]``,
+    ``layer_norm2[i]``). nnterp groups the lists' ``i``-th modules into a block of its own,
+    outside the model's module tree (`nnterp.virtual_blocks`); the spec's ``layers`` is the
+    path, from the root, where that list of blocks is mounted.
+
+    Block ``i``'s input is the stream its first part receives; it is read and written where
+    the forward computes it: the output of ``stream_source`` for block 0, of block ``i - 1``'s
+    ``output`` part after. Block ``i``'s output is the output of its ``output`` part.
+
+    Attributes:
+        parts: ``(name in the block, path of a module list from the root)`` pairs, in the order
+            the loop calls them; ``self_attn`` and ``mlp`` name the standard parts.
+        output: The part whose output is the block's output (the stream leaving it).
+        stream_source: Module path (from the root) whose output is the stream entering block 0.
+
+    Example:
+        >>> VirtualBlocks(
+        ...     parts=(("self_attn", "transformer.attentions"), ("mlp", "transformer.ffns"),
+        ...            ("layer_norm2", "transformer.layer_norm2")),
+        ...     output="layer_norm2", stream_source="transformer.layer_norm_emb")
+    """
+
+    parts: tuple[tuple[str, str], ...]
+    output: str
+    stream_source: str
+
+    def __post_init__(self) -> None:
+        names = [name for name, _ in self.parts]
+        if self.output not in names or len(set(names)) != len(names):
+            raise ValueError(
+                f"VirtualBlocks: output {self.output!r} must be one of the parts' distinct names {names}"
+            )
+
+
+@dataclass(frozen=True)
 class ArchitectureSpec:
     """Where the standard parts live in one family of HuggingFace causal LMs.
 
@@ -422,6 +459,10 @@ class ArchitectureSpec:
             the one in ``mixers``. ``None``: every softmax attention is a layer's mixer.
         side_attention_reason: Why ``side_attention``'s output is no additive contribution to
             the residual stream (``attentions_output`` reports it on those layers).
+        virtual_blocks: For a forward that loops over parallel module lists instead of
+            calling one module per block (XLM), the lists and the stream between them (see
+            `VirtualBlocks`); ``layers`` is then where nnterp mounts its blocks. ``None``: the
+            model has block modules.
         unrolled: For a forward that calls some blocks several times (a looped transformer:
             Dory's recurrent blocks run once per loop), the block calls in order (see
             `Unrolled`): the standard ``layers[j]`` is then the ``j``-th block call and
@@ -481,6 +522,7 @@ class ArchitectureSpec:
     side_attention: PathSpec = None
     side_attention_reason: str | None = None
     unrolled: Unrolled | None = None
+    virtual_blocks: VirtualBlocks | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.model_classes, str):

@@ -180,10 +180,16 @@ class StandardizedTransformer(TransformersModel):
         if processor is not None:
             # Image inputs go through the processor: it must pad and tokenize as the tokenizer.
             processor.tokenizer = tokenizer
+        if resolved_spec.virtual_blocks is not None:  # no block modules: nnterp groups the parts
+            from nnterp import virtual_blocks
+
+            virtual_blocks.mount(hf_model, resolved_spec)
         paths = resolve_paths(hf_model, resolved_spec)
+        # Mounted virtual blocks are no NNsight module: their envoys are nnterp's (installed below).
+        renamed = paths if resolved_spec.virtual_blocks is None else {**paths, "layers": None}
         # A standard name that is already a native child (ModernBERT-decoder's ``lm_head``, the
         # prediction head before its unembedding ``decoder``) is bound after NNsight's rename.
-        aliases, displaced = split_aliases(hf_model, paths, {**rename_mapping(paths), **(rename or {})})
+        aliases, displaced = split_aliases(hf_model, paths, {**rename_mapping(renamed), **(rename or {})})
 
         with warnings.catch_warnings():
             # nnterp reaches such submodules (BERT's ``output``) under nnsight's prefixed name.
@@ -211,6 +217,8 @@ class StandardizedTransformer(TransformersModel):
             )
 
         self.layer_structure = resolve_layer_structure(hf_model, resolved_spec, paths)
+        if resolved_spec.virtual_blocks is not None:
+            virtual_blocks.install(self)
         if resolved_spec.unrolled is not None:  # a looped forward: one standard layer per block call
             from nnterp import unrolled
 

@@ -10,6 +10,7 @@ from nnterp.contrib.families import (
     hyper_connections,
     layouts,
     llama_like,
+    loop_of_lists,
     looped,
     more,
     multimodal,
@@ -31,6 +32,7 @@ CONTRIB_SPECS: tuple[ArchitectureSpec, ...] = (
     *audio_and_reversible.SPECS,
     *layouts.SPECS,
     *looped.SPECS,
+    *loop_of_lists.SPECS,
 )
 
 #: Model types no contrib spec standardizes, with the reason (registered through the

@@ -76,12 +76,6 @@ NOT_STANDARDIZED: dict[str, str] = {
         "padding also shifts its absolute positions: the decoder passes no attention mask to its position "
         "embedding and the model takes no position_ids)"
     ),
-    "xlm": (
-        "XLM has no block modules: layer i is attentions[i], layer_norm1[i], ffns[i] and layer_norm2[i], four "
-        "separate ModuleLists applied post-norm in a loop of the model's forward; attentions[i]'s input is the "
-        "stream entering layer i and layer_norm2[i]'s output (times the padding mask) the stream leaving it, but "
-        "no one module has both, and none of them is a parent of the others for self_attn/mlp paths"
-    ),
 }
 
 
