@@ -534,10 +534,16 @@ class AttentionProbabilitiesAccessor(LegacyProbabilityMethods):
         model = self._model
         attention = softmax_attention_envoy(model, normalize_layer(model, layer), "attention_probabilities")
         print(attention.source)
-        chain = model.spec.attention_probabilities
+        from nnterp.spec import chain_alternatives
+
+        chains = [
+            " -> ".join(f"{name}(...)" for name in chain)
+            for chain in chain_alternatives(model.spec.attention_probabilities)
+            if not callable(chain)
+        ]
         print(
             "attention_probabilities = output of the call chain "
-            + " -> ".join(f"{name}(...)" for name in (chain or ()))
+            + " or, where the forward lacks its calls, ".join(chains)
             + " (each found by name inside the previous call's source)"
         )
 

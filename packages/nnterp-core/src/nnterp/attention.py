@@ -8,10 +8,12 @@ transformers versions.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from nnterp.errors import NnterpError, UnavailableComponentError
 from nnterp.nnsight_seams import compiled_operations
+from nnterp.spec import chain_alternatives
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
@@ -113,13 +115,36 @@ def attention_to_read(model: StandardizedTransformer, layer: int, what: str) -> 
     return attention
 
 
-def locate_probabilities(attention_envoy: Any, chain: tuple[str, ...] | None, layer: int) -> Any:
+def first_located(chains: Any, locate: Callable[[Any], Any]) -> Any:
+    """``locate(chain)`` for the first of the spec value ``chains``' alternatives
+    (`nnterp.spec.chain_alternatives`) whose operations the forward has.
+
+    Raises:
+        UnavailableComponentError: no alternative is found (the message gives each one's reason).
+    """
+    alternatives = chain_alternatives(chains) or ((),)
+    errors: list[str] = []
+    for chain in alternatives:
+        try:
+            return locate(chain)
+        except UnavailableComponentError as error:
+            errors.append(str(error))
+    if len(errors) == 1:
+        raise UnavailableComponentError(errors[0])
+    raise UnavailableComponentError(
+        "none of the spec's chains is in this forward: "
+        + "; ".join(f"{chain!r}: {error}" for chain, error in zip(alternatives, errors))
+    )
+
+
+def locate_probabilities(attention_envoy: Any, chain: Any, layer: int) -> Any:
     """The ``SourceEnvoy`` (or module envoy) whose output is layer ``layer``'s attention probabilities.
 
     ``chain`` names the calls to drill through (see ``ArchitectureSpec.attention_probabilities``):
     each is a function or method call found in the previous step's source, or a submodule
     (``"self.attention"``, ``"self.attn_dropout"``) of the module whose forward is read.
-    Must be called inside a trace (nested ``.source`` resolves the live callable).
+    Several chains are tried in order. Must be called inside a trace (nested ``.source``
+    resolves the live callable).
     """
     if chain is None:
         raise UnavailableComponentError(
@@ -128,6 +153,10 @@ def locate_probabilities(attention_envoy: Any, chain: tuple[str, ...] | None, la
         )
     if callable(chain):
         return _legacy_locator_operation(chain, attention_envoy, layer)
+    return first_located(chain, lambda one: _located_probabilities(attention_envoy, one, layer))
+
+
+def _located_probabilities(attention_envoy: Any, chain: tuple[str, ...], layer: int) -> Any:
     if not chain:
         raise UnavailableComponentError(f"attention probabilities of layer {layer}: the spec's chain is empty")
     what = "attention probabilities"

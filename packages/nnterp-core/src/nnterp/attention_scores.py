@@ -60,14 +60,20 @@ def _find_softmax(source: Any, layer: int, where: str) -> Any:
 
 
 def locate_scores(
-    attention_envoy: Any, chain: tuple[str, ...], derived: bool, layer: int
+    attention_envoy: Any, chain: Any, derived: bool, layer: int
 ) -> Any:
     """The operation whose input is layer ``layer``'s attention scores (inside a trace).
 
     ``chain``: the spec's ``attention_scores`` chain ending at the softmax (``derived=False``),
     or its ``attention_probabilities`` chain (``derived=True``), whose last operation sits in
-    the same forward as the softmax (or is the softmax).
+    the same forward as the softmax (or is the softmax); several chains are tried in order.
     """
+    from nnterp.attention import first_located
+
+    return first_located(chain, lambda one: _located_scores(attention_envoy, one, derived, layer))
+
+
+def _located_scores(attention_envoy: Any, chain: tuple[str, ...], derived: bool, layer: int) -> Any:
     from nnterp.attention import find_call, find_step, submodule_envoy, walk_chain
 
     if not chain:

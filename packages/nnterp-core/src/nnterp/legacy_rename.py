@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from nnterp.compat import *  # noqa: F403  (1.x's names live in nnterp.compat now)
 from nnterp.compat import CONTAINERS, LEGACY_NAMES, RenameConfig, __all__ as _compat_names
 from nnterp.errors import InvalidInputError, RenamingError
-from nnterp.spec import ArchitectureSpec, config_value
+from nnterp.spec import ArchitectureSpec, chain_alternatives, config_value
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
@@ -105,7 +105,7 @@ def get_vocab_size(model: Any, raise_error: bool = True, rename_config: RenameCo
     return _config_size(model, default_vocab_size_config_keys(), given, "vocab_size_config_key", raise_error)
 
 
-def _locator(chain: tuple[str, ...], name: str) -> Any:
+def _locator(chain: Any, name: str) -> Any:
     def locate(attention_module: Any, return_module_source: bool = False) -> Any:
         from nnterp.attention import locate_probabilities
 
@@ -115,16 +115,21 @@ def _locator(chain: tuple[str, ...], name: str) -> Any:
     locate.__name__ = name
     locate.__doc__ = (
         f"1.x's {name}: inside a trace, the operation of ``attention_module`` whose output is the "
-        f"attention probabilities (the call chain {' -> '.join(chain)})."
+        "attention probabilities (the call chain "
+        + ", or else ".join(" -> ".join(one) for one in chain_alternatives(chain))
+        + ")."
     )
     return locate
 
 
 _INTERFACE_CHAIN = ("attention_interface", "nn.functional.dropout")
 default_attention_prob_source = _locator(_INTERFACE_CHAIN, "default_attention_prob_source")
-# transformers 5 runs GPT-2's and GPT-J's attention through the shared attention interface too.
+# transformers 5 runs GPT-2's attention through the shared attention interface too, and GPT-J's
+# from 5.24 (its own ``_attn`` before).
 gpt2_attention_prob_source = _locator(_INTERFACE_CHAIN, "gpt2_attention_prob_source")
-gptj_attention_prob_source = _locator(_INTERFACE_CHAIN, "gptj_attention_prob_source")
+gptj_attention_prob_source = _locator(
+    (_INTERFACE_CHAIN, ("self._attn", "self.attn_dropout")), "gptj_attention_prob_source"
+)
 bloom_attention_prob_source = _locator(("self.attention_dropout",), "bloom_attention_prob_source")
 
 

@@ -37,6 +37,26 @@ PathSpec = Union[str, tuple[str, ...], None]
 #: (``nn.functional.dropout``); the first call of that name is used, never a numbered label.
 DEFAULT_ATTENTION_PROBABILITIES: tuple[str, ...] = ("attention_interface", "nn.functional.dropout")
 
+#: A chain of operation names (see `DEFAULT_ATTENTION_PROBABILITIES`).
+Chain = tuple[str, ...]
+
+
+def chain_alternatives(chains: Any) -> tuple[Any, ...]:
+    """The chains a spec's ``attention_probabilities`` (or ``attention_scores``) value stands
+    for, tried in order: one chain (or an nnterp 1.x locator function) is one alternative,
+    a tuple of chains several, ``None`` or ``()`` none.
+
+    Example:
+        >>> chain_alternatives(("attention_interface", "nn.functional.dropout"))
+        (('attention_interface', 'nn.functional.dropout'),)
+    """
+    if not chains:
+        return ()
+    if callable(chains) or isinstance(chains[0], str):
+        return (chains,)
+    return tuple(chains)
+
+
 #: How a fused query/key/value projection lays out its output's last dimension:
 #: ``"blocks"``: ``[q | k | v]``, q for every query head then k and v for every key/value head
 #: (GPT-2 ``c_attn``, Phi-3 ``qkv_proj``); ``"interleaved_heads"``: head by head,
@@ -341,7 +361,10 @@ class ArchitectureSpec:
         lm_head: Path of the unembedding.
         embed_tokens: Path of the token embedding.
         attention_probabilities: Operation chain locating attention probabilities (see
-            `DEFAULT_ATTENTION_PROBABILITIES`); ``None`` if the attention computes none.
+            `DEFAULT_ATTENTION_PROBABILITIES`), or several chains tried in order, the first whose
+            calls the forward makes (a transformers release that rewrote the attention: GPT-J
+            calls ``attention_interface`` from 5.24, its own ``_attn`` before); ``None`` if the
+            attention computes none.
         num_heads_keys, hidden_size_keys, vocab_size_keys, num_layers_keys: config attribute
             names tried in order.
         logits_postprocess: What the model does to ``lm_head``'s output before returning
@@ -477,7 +500,7 @@ class ArchitectureSpec:
     ln_final: PathSpec = "model.norm"
     lm_head: PathSpec = "lm_head"
     embed_tokens: PathSpec = "model.embed_tokens"
-    attention_probabilities: tuple[str, ...] | None = DEFAULT_ATTENTION_PROBABILITIES
+    attention_probabilities: Chain | tuple[Chain, ...] | None = DEFAULT_ATTENTION_PROBABILITIES
     num_heads_keys: tuple[str, ...] = ("num_attention_heads", "n_head", "num_heads", "n_heads")
     hidden_size_keys: tuple[str, ...] = ("hidden_size", "n_embd", "d_model", "dim")
     vocab_size_keys: tuple[str, ...] = ("vocab_size",)

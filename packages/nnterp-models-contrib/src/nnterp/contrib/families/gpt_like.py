@@ -9,7 +9,7 @@ whose output multiplies the values.
 from __future__ import annotations
 
 from nnterp.architectures import GPT2
-from nnterp.spec import MODULE_OUTPUT, ArchitectureSpec, Contribution
+from nnterp.spec import DEFAULT_ATTENTION_PROBABILITIES, MODULE_OUTPUT, ArchitectureSpec, Contribution
 
 # The GPT-2 lineage starts from core's GPT-2 spec, so its shared paths (``transformer.h[i].attn``
 # / ``.mlp``, ``transformer.ln_f``, ``transformer.wte``, no rotary call) are written once. Each
@@ -23,12 +23,15 @@ GPT_LIKE = GPT2.with_classes("GPTBigCodeForCausalLM", name="gpt_like", qkv_proj=
 #: Separate ``q_proj``/``k_proj``/``v_proj`` and ``out_proj``; rotary on part of each head
 #: (``rotary_dim`` must fit the tiny head size, 16) through GPT-J's own one-tensor rotary
 #: function, which ``queries_rotated`` cannot read. CodeGen has ``out_proj`` only: its fused
-#: ``qkv_proj`` is split in ``mp_num`` blocks, not declared.
+#: ``qkv_proj`` is split in ``mp_num`` blocks, not declared. Before transformers 5.24 their
+#: attention computed its probabilities in its own ``_attn`` (then ``attn_dropout``), not
+#: through the attention interface.
 GPTJ = GPT_LIKE.with_classes(
     "GPTJForCausalLM",
     "CodeGenForCausalLM",
     name="gptj",
     tiny_config={"rotary_dim": 8},
+    attention_probabilities=(DEFAULT_ATTENTION_PROBABILITIES, ("self._attn", "self.attn_dropout")),
     q_proj="q_proj",
     k_proj="k_proj",
     v_proj="v_proj",
