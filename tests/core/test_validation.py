@@ -257,3 +257,15 @@ def test_a_record_is_reused_by_a_later_process(cache_on, tmp_path):
     (first_key, first_forwards), (second_key, second_forwards) = (run.stdout.split() for run in runs)
     assert first_key == second_key
     assert (first_forwards, second_forwards) == ("1", "0")
+
+
+def test_identical_tensors_may_share_nan_positions_only():
+    # A model computes NaN at padding queries with no key to attend to, in both runs.
+    from nnterp.validation import identical
+
+    nan = float("nan")
+    assert identical(torch.tensor([nan, 1.0, 2.0]), torch.tensor([nan, 1.0, 2.0]))
+    assert not identical(torch.tensor([nan, 1.0, 2.0]), torch.tensor([0.0, 1.0, 2.0]))
+    assert not identical(torch.tensor([nan, 1.0, 2.0]), torch.tensor([nan, 1.0, 2.5]))
+    assert not identical(torch.tensor([nan, 1.0]), torch.tensor([nan, 1.0, 2.0]))
+    assert not identical(torch.tensor([1, 2]), torch.tensor([1, 3]))

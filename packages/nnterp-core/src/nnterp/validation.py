@@ -370,6 +370,22 @@ def observe(
     return Observation(read, hooked, contributions, logits, plain_logits, probabilities, probability_layer)
 
 
+def identical(actual: torch.Tensor, expected: torch.Tensor) -> bool:
+    """Whether two tensors hold the same values, NaN exactly where the other has NaN: a model
+    may compute NaN at positions its mask leaves nothing to attend to (padding queries), in
+    the plain forward as in nnterp's.
+
+    Example:
+        >>> identical(torch.tensor([float("nan"), 1.0]), torch.tensor([float("nan"), 1.0]))
+        True
+    """
+    if torch.equal(actual, expected):
+        return True
+    if actual.shape != expected.shape or actual.dtype != expected.dtype or not actual.is_floating_point():
+        return False
+    return bool(torch.equal(actual.isnan(), expected.isnan()) and torch.equal(actual.nan_to_num(0.0), expected.nan_to_num(0.0)))
+
+
 def module_read_failures(model: StandardizedTransformer, seen: Observation) -> list[str]:
     """What nnterp read that differs from the plain hooks, or has the wrong shape."""
     failures = []
@@ -392,9 +408,9 @@ def module_read_failures(model: StandardizedTransformer, seen: Observation) -> l
             expected_in, expected_out = model.streams_input.unpack(expected_in), model.streams_output.unpack(expected_out)
         if name.startswith("layer") and tuple(value_out.shape) != stream_shape:
             failures.append(f"{name} output has shape {tuple(value_out.shape)}, expected {stream_shape}")
-        elif not torch.equal(value_out, expected_out):
+        elif not identical(value_out, expected_out):
             failures.append(f"{name} output differs from a plain forward hook on the HF module")
-        elif value_in is not None and isinstance(expected_in, torch.Tensor) and not torch.equal(value_in, expected_in):
+        elif value_in is not None and isinstance(expected_in, torch.Tensor) and not identical(value_in, expected_in):
             failures.append(f"{name} input differs from a plain forward hook on the HF module")
     return failures
 

@@ -70,13 +70,13 @@ def _observed(model: Any) -> Any:
 def check_hooks_equality(model: Any) -> None:
     """Each standard module's input and output equal plain forward hooks on the HF module, on
     every layer; logits equal the HF model's, exactly."""
-    from nnterp.validation import module_read_failures
+    from nnterp.validation import identical, module_read_failures
 
     seen = _observed(model)
     failures = module_read_failures(model, seen)
     assert not failures, "; ".join(failures)
     assert seen.logits.dtype == seen.plain_logits.dtype, "logits dtype differs"
-    assert torch.equal(seen.logits, seen.plain_logits), "logits differ from the plain HF model's"
+    assert identical(seen.logits, seen.plain_logits), "logits differ from the plain HF model's"
 
 
 def check_residual_identity(model: Any) -> None:
