@@ -176,10 +176,10 @@ def test_unsupported_model_types_are_registered_with_their_reason_and_named_on_l
     registry = build_registry([(Plugin(), PluginInfo("test", "test-dist", "0"))])
     assert registry.unsupported_models["longcat_flash"] == "a reason written for this test"
     assert registry.unsupported_tiny_configs["longcat_flash"] == {"num_key_value_heads": 4}
-    # The installed contrib plugin registers longcat_flash with the overrides its tiny model needs.
-    hf_model = tiny_model("longcat_flash")
-    assert hf_model.config.num_key_value_heads == hf_model.config.num_attention_heads
-    with pytest.raises(RenamingError, match="Known limitation of longcat_flash"), warnings.catch_warnings():
+    # The installed contrib plugin registers reformer with the overrides its tiny model needs.
+    hf_model = tiny_model("reformer")
+    assert hf_model.config.is_decoder and tuple(hf_model.config.attn_layers) == ("local", "lsh")
+    with pytest.raises(RenamingError, match="Known limitation of reformer"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         StandardizedTransformer(hf_model, tiny_tokenizer())
 

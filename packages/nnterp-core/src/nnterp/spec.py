@@ -346,6 +346,49 @@ class VirtualBlocks:
 
 
 @dataclass(frozen=True)
+class SubBlocks:
+    """Block modules that each run several blocks in a row (LongCat-Flash's decoder layer:
+    two attention/MLP sub-blocks, the stream between them a variable of its forward). nnterp
+    gives every sub-block a block of its own, outside the model's module tree
+    (`nnterp.virtual_blocks`), mounted at the spec's ``layers`` path: block ``j`` is sub-block
+    ``j % len(parts)`` of block module ``j // len(parts)``.
+
+    A block module's input enters its first sub-block, and its output leaves the last. The
+    stream between sub-block ``k`` and ``k + 1`` is the value an assignment in the block
+    module's forward binds, named as its NNsight ``.source`` names it (``between[k]``:
+    ``"hidden_states_4"``, the 5th assignment to ``hidden_states``): read and written there,
+    so a write reaches every later use of that variable (the next residual add included).
+
+    Attributes:
+        blocks: Path, from the root, of the list of block modules (``"model.layers"``).
+        parts: Per sub-block, ``(name in the block, path from the block module)`` pairs in
+            call order; the first part receives the stream entering the sub-block.
+        between: Per boundary between sub-blocks, the ``.source`` operation of the block
+            module's forward binding the stream that crosses it.
+        mlp_contributions: Per sub-block, where its MLP contribution is read when not as the
+            spec's ``mlp_contribution`` says (``None``: as it says); LongCat's second sub-block
+            also adds the shortcut MoE's output, so its own MLP's output alone is no contribution.
+
+    Example:
+        >>> SubBlocks("model.layers", parts=((("self_attn", "self_attn.0"), ("mlp", "mlps.0")),
+        ...                                  (("self_attn", "self_attn.1"), ("mlp", "mlps.1"))),
+        ...           between=("hidden_states_4",))
+    """
+
+    blocks: str
+    parts: tuple[tuple[tuple[str, str], ...], ...]
+    between: tuple[str, ...]
+    mlp_contributions: tuple[Contribution | None, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.between) != len(self.parts) - 1 or not all(self.parts):
+            raise ValueError(
+                f"SubBlocks: {len(self.parts)} sub-blocks (each with parts) need {len(self.parts) - 1} "
+                f"between labels, got {self.between}"
+            )
+
+
+@dataclass(frozen=True)
 class ArchitectureSpec:
     """Where the standard parts live in one family of HuggingFace causal LMs.
 
@@ -483,9 +526,10 @@ class ArchitectureSpec:
         side_attention_reason: Why ``side_attention``'s output is no additive contribution to
             the residual stream (``attentions_output`` reports it on those layers).
         virtual_blocks: For a forward that loops over parallel module lists instead of
-            calling one module per block (XLM), the lists and the stream between them (see
-            `VirtualBlocks`); ``layers`` is then where nnterp mounts its blocks. ``None``: the
-            model has block modules.
+            calling one module per block (XLM: `VirtualBlocks`), or whose block modules each
+            run several blocks (LongCat-Flash: `SubBlocks`), where the blocks' parts are and
+            the streams between them; ``layers`` is then where nnterp mounts its blocks.
+            ``None``: each block module is one block.
         unrolled: For a forward that calls some blocks several times (a looped transformer:
             Dory's recurrent blocks run once per loop), the block calls in order (see
             `Unrolled`): the standard ``layers[j]`` is then the ``j``-th block call and
@@ -545,7 +589,7 @@ class ArchitectureSpec:
     side_attention: PathSpec = None
     side_attention_reason: str | None = None
     unrolled: Unrolled | None = None
-    virtual_blocks: VirtualBlocks | None = None
+    virtual_blocks: VirtualBlocks | SubBlocks | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.model_classes, str):

@@ -10,11 +10,11 @@ from nnterp.contrib.families import (
     hyper_connections,
     layouts,
     llama_like,
-    loop_of_lists,
     looped,
     more,
     multimodal,
     ssm,
+    unblocked,
     vision_language,
 )
 from nnterp.spec import ArchitectureSpec
@@ -32,7 +32,7 @@ CONTRIB_SPECS: tuple[ArchitectureSpec, ...] = (
     *audio_and_reversible.SPECS,
     *layouts.SPECS,
     *looped.SPECS,
-    *loop_of_lists.SPECS,
+    *unblocked.SPECS,
 )
 
 #: Model types no contrib spec standardizes, with the reason (registered through the
@@ -46,6 +46,5 @@ CONTRIB_NOT_STANDARDIZED: dict[str, str] = {
 #: Config overrides that build a tiny model of some of those types (see
 #: ``register_unsupported_models``'s ``tiny_config``).
 CONTRIB_UNSUPPORTED_TINY_CONFIGS: dict[str, dict[str, object]] = {
-    **more.UNSUPPORTED_TINY_CONFIGS,
     "reformer": dict(audio_and_reversible.REFORMER_TINY),
 }

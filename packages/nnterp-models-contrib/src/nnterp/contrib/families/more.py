@@ -56,12 +56,6 @@ NOT_STANDARDIZED: dict[str, str] = {
         "transformer and a byte-level local decoder (with cross-attention added between its layers); no single "
         "stack of blocks carries one stream from the embeddings to lm_head"
     ),
-    "longcat_flash": (
-        "each layer holds two attention/MLP sub-blocks (self_attn[0], mlps[0], self_attn[1], mlps[1]) and a "
-        "shortcut MoE (mlp) added at its end: self_attn and the norms are ModuleLists that are never called, "
-        "so the standard self_attn cannot name one attention, and a layer adds two attention outputs and three "
-        "MLP outputs where the tree has one site of each"
-    ),
     "prophetnet": (
         "each decoder layer carries the main stream and config.ngram predicting streams concatenated along "
         "the sequence, (batch, (1 + ngram) * seq, hidden), and the logits are lm_head of the first predicting "
@@ -78,14 +72,3 @@ NOT_STANDARDIZED: dict[str, str] = {
     ),
 }
 
-
-#: Config overrides that build a tiny model of these types whose default configs shrink into
-#: invalid ones (so the sweep runs the plain model and records the reason against it).
-UNSUPPORTED_TINY_CONFIGS: dict[str, dict[str, object]] = {
-    # Multi-head latent attention with as many key/value heads as query heads, and a small MoE.
-    "longcat_flash": {
-        "q_lora_rank": 32, "kv_lora_rank": 16, "qk_nope_head_dim": 8, "qk_rope_head_dim": 8,
-        "qk_head_dim": 16, "v_head_dim": 8, "head_dim": 8, "num_key_value_heads": 4,
-        "n_routed_experts": 4, "moe_topk": 2, "zero_expert_num": 2, "expert_ffn_hidden_size": 32,
-    },
-}
