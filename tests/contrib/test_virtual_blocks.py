@@ -179,3 +179,23 @@ def test_source_of_a_virtual_block_names_its_parts(xlm):
     _, model = xlm
     with pytest.raises(UnavailableComponentError, match="self_attn"):
         model.layers[0].source
+
+
+def test_a_written_tensor_is_not_edited_by_the_forward(xlm, tokenizer):
+    # XLM multiplies the stream by the padding mask in place after layer_norm2: what a caller
+    # writes there is copied first, so its own tensor keeps its padding rows.
+    hf, model = xlm
+    with torch.no_grad(), model.trace(PROMPTS):
+        shape = model.layers_output[0].shape.save()
+    written = torch.ones(tuple(shape))
+    leaf = torch.ones(tuple(shape), requires_grad=True)
+    with torch.no_grad(), model.trace(PROMPTS):
+        model.layers_output[0] = written
+        model.layers_output[1] = model.layers_output[1] * 0 + leaf.detach()
+    assert bool((written == 1).all())
+    with model.trace(PROMPTS):
+        model.layers_output[0] = leaf
+        loss = model.logits.sum().save()
+    loss.backward()
+    assert leaf.grad is not None and bool((leaf.grad != 0).any())
+    assert bool((leaf == 1).all())

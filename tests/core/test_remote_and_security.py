@@ -48,6 +48,41 @@ def test_remote_trace_serializes_nnterp_code_by_value_and_matches_local():
     assert result.stdout.split() == ["by-value", "True", "equal", "True"]
 
 
+NON_MODULE_LAYERS_SCRIPT = """
+import sys, warnings; warnings.simplefilter("ignore")
+import torch
+from nnterp import StandardizedTransformer
+from nnterp.testing import tiny_model, tiny_tokenizer
+
+kind = sys.argv[1]
+model = StandardizedTransformer(tiny_model(kind), tiny_tokenizer())
+prompts = ["Hello world", "The cat sat on the mat"]
+with torch.no_grad(), model.trace(prompts):
+    early = model.layers_output[0].sum().save()
+    model.layers_output[1] = model.layers_output[1] * 2
+    local = model.logits.save()
+with torch.no_grad(), model.trace(prompts, remote="local"):
+    early = model.layers_output[0].sum().save()
+    model.layers_output[1] = model.layers_output[1] * 2
+    simulated = model.logits.save()
+print("equal", torch.equal(local, simulated))
+"""
+
+
+@pytest.mark.parametrize("model_type", ["xlm", "longcat_flash", "dory"])
+def test_remote_trace_of_layers_nnterp_builds_matches_local(model_type):
+    # Virtual blocks (XLM, LongCat-Flash) and block calls of an unrolled stack (Dory) are
+    # nnterp objects inside the trace body: they must serialize as NNsight's envoys do.
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", NON_MODULE_LAYERS_SCRIPT, model_type], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["equal", "True"]
+
+
 def test_trust_remote_code_is_never_turned_on(monkeypatch, tmp_path):
     seen = {}
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -269,3 +269,5 @@ def test_identical_tensors_may_share_nan_positions_only():
     assert not identical(torch.tensor([nan, 1.0, 2.0]), torch.tensor([nan, 1.0, 2.5]))
     assert not identical(torch.tensor([nan, 1.0]), torch.tensor([nan, 1.0, 2.0]))
     assert not identical(torch.tensor([1, 2]), torch.tensor([1, 3]))
+    big = torch.finfo(torch.float32).max
+    assert not identical(torch.tensor([nan, float("inf")]), torch.tensor([nan, big]))

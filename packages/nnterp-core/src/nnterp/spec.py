@@ -325,6 +325,10 @@ class VirtualBlocks:
             the loop calls them; ``self_attn`` and ``mlp`` name the standard parts.
         output: The part whose output is the block's output (the stream leaving it).
         stream_source: Module path (from the root) whose output is the stream entering block 0.
+        stream_edited_in_place: The forward edits the stream in place after computing it (XLM
+            multiplies it by the padding mask): a tensor written there is copied first, so the
+            caller's is left alone. Values computed from a read inside the trace see the stream
+            before that edit (at padding positions only, for XLM).
 
     Example:
         >>> VirtualBlocks(
@@ -336,6 +340,7 @@ class VirtualBlocks:
     parts: tuple[tuple[str, str], ...]
     output: str
     stream_source: str
+    stream_edited_in_place: bool = False
 
     def __post_init__(self) -> None:
         names = [name for name, _ in self.parts]

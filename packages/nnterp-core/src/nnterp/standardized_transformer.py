@@ -218,6 +218,8 @@ class StandardizedTransformer(TransformersModel):
 
         self.layer_structure = resolve_layer_structure(hf_model, resolved_spec, paths)
         if resolved_spec.virtual_blocks is not None:
+            from nnterp import virtual_blocks
+
             virtual_blocks.install(self)
         if resolved_spec.unrolled is not None:  # a looped forward: one standard layer per block call
             from nnterp import unrolled
@@ -952,8 +954,8 @@ class StandardizedTransformer(TransformersModel):
             padded = mask is not None and not bool(mask.all())
             if padded or len(invokes) > 1:
                 raise InvalidInputError(
-                    f"{self.spec.name} pads batches on the right (its recurrent state ignores the "
-                    "attention mask), so new tokens of a shorter prompt would follow its padding: "
+                    f"{self.spec.name} pads batches on the right (left padding would change what its "
+                    "prompts compute), so new tokens of a shorter prompt would follow its padding: "
                     "generate prompts of equal token counts together, or one prompt at a time."
                 )
         if self.spec.position_ids_from_mask or not isinstance(batched, tuple) or len(batched) != 2:

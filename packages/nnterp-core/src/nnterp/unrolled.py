@@ -108,6 +108,10 @@ class CallEnvoy:
         object.__setattr__(self, "_envoy", envoy)
         object.__setattr__(self, "_call", call)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled (a remote trace) as its envoy and call number.
+        return (CallEnvoy, (self._envoy, self._call))
+
     def __getattr__(self, name: str) -> Any:
         envoy = object.__getattribute__(self, "_envoy")
         call = object.__getattribute__(self, "_call")

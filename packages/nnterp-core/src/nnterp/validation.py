@@ -383,7 +383,8 @@ def identical(actual: torch.Tensor, expected: torch.Tensor) -> bool:
         return True
     if actual.shape != expected.shape or actual.dtype != expected.dtype or not actual.is_floating_point():
         return False
-    return bool(torch.equal(actual.isnan(), expected.isnan()) and torch.equal(actual.nan_to_num(0.0), expected.nan_to_num(0.0)))
+    nan = actual.isnan()
+    return bool(torch.equal(nan, expected.isnan()) and torch.equal(actual.masked_fill(nan, 0), expected.masked_fill(nan, 0)))
 
 
 def module_read_failures(model: StandardizedTransformer, seen: Observation) -> list[str]:

@@ -61,12 +61,16 @@ class StreamPoint:
         label: For ``"bound"``: the NNsight ``.source`` operation of the assignment.
         consumer: For ``"bound"``: path from the root of the module whose first argument that
             value is next (where plain torch hooks read it).
+        copy_written: The forward edits the stream in place after this point (XLM multiplies
+            it by the padding mask): a written tensor is copied first, so the caller's tensor
+            is left alone (and a leaf that requires grad can be written).
     """
 
     path: str
     kind: str
     label: str | None = None
     consumer: str | None = None
+    copy_written: bool = False
 
     def read(self, envoy: Any) -> Any:
         """The stream, inside a trace (``envoy``: the NNsight envoy at ``path``)."""
@@ -76,6 +80,8 @@ class StreamPoint:
 
     def write(self, envoy: Any, value: Any) -> None:
         """Replace the stream, inside a trace, for everything the forward computes from it."""
+        if self.copy_written and isinstance(value, torch.Tensor):
+            value = value.clone()
         if self.kind == "bound":
             getattr(envoy.source, str(self.label)).output = value
         elif self.kind == "output":
@@ -83,11 +89,13 @@ class StreamPoint:
         else:
             envoy.input = value
 
-    def hook(self, root: torch.nn.Module, callback: Callable[[Any], Any]) -> Any:
+    def hook(self, root: torch.nn.Module, callback: Callable[[Any], Any], prepend: bool = False) -> Any:
         """A torch hook calling ``callback(stream)`` where the stream is computed; a value it
         returns replaces the stream (not possible at a ``"bound"`` point: a typed error)."""
         if self.kind == "output":
-            return root.get_submodule(self.path).register_forward_hook(lambda module, args, output: callback(output))
+            return root.get_submodule(self.path).register_forward_hook(
+                lambda module, args, output: callback(output), prepend=prepend
+            )
 
         def entering(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             replaced = callback(_first_argument(args, kwargs))
@@ -101,7 +109,7 @@ class StreamPoint:
             return ((replaced, *args[1:]), kwargs) if args else (args, {**kwargs, next(iter(kwargs)): replaced})
 
         target = self.consumer if self.kind == "bound" else self.path
-        return root.get_submodule(str(target)).register_forward_pre_hook(entering, with_kwargs=True)
+        return root.get_submodule(str(target)).register_forward_pre_hook(entering, prepend=prepend, with_kwargs=True)
 
 
 class _Handles:
@@ -167,7 +175,9 @@ class VirtualBlock(torch.nn.Module):
     ) -> _Handles:
         """Call ``hook(block, (stream entering it,), output)`` (with ``{}`` as kwargs when
         ``with_kwargs``) when the stream leaving the block is computed; a value it returns
-        replaces that stream. The input is what the block's first part receives."""
+        replaces that stream. The input is what the block's first part receives. ``prepend``
+        orders it before the other hooks of the module computing that stream; ``always_call``
+        is not supported (the block never raises itself)."""
         entered: list[Any] = []
 
         def capture(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -179,7 +189,8 @@ class VirtualBlock(torch.nn.Module):
 
         entry = self.get_submodule(self.entry_part)
         return _Handles(
-            entry.register_forward_pre_hook(capture, with_kwargs=True), self.leaving.hook(self.__dict__["_root"], finish)
+            entry.register_forward_pre_hook(capture, with_kwargs=True),
+            self.leaving.hook(self.__dict__["_root"], finish, prepend),
         )
 
     def register_forward_pre_hook(  # type: ignore[override]
@@ -196,7 +207,7 @@ class VirtualBlock(torch.nn.Module):
                 result = result[0]
             return result[0] if isinstance(result, tuple) else result
 
-        return _Handles(self.entering.hook(self.__dict__["_root"], entering))
+        return _Handles(self.entering.hook(self.__dict__["_root"], entering, prepend))
 
 
 class _VirtualBlockList(torch.nn.ModuleList):
@@ -210,10 +221,11 @@ def _list_blocks(hf_model: torch.nn.Module, virtual: VirtualBlocks) -> list[Virt
     if len(set(lengths.values())) != 1:
         raise RenamingError(f"the virtual blocks' lists differ in length: {lengths}")
     output_list = dict(virtual.parts)[virtual.output]
-    entering = StreamPoint(virtual.stream_source, "output")
+    copied = virtual.stream_edited_in_place
+    entering = StreamPoint(virtual.stream_source, "output", copy_written=copied)
     blocks = []
     for index in range(next(iter(lengths.values()))):
-        leaving = StreamPoint(f"{output_list}.{index}", "output")
+        leaving = StreamPoint(f"{output_list}.{index}", "output", copy_written=copied)
         parts = {part: modules[index] for part, modules in lists.items()}
         blocks.append(VirtualBlock(parts, entering, leaving, hf_model))
         entering = leaving
@@ -277,7 +289,7 @@ class VirtualBlockEnvoy:
     ``skip(x)`` makes ``x`` that stream; parts are their NNsight envoys.
 
     Args:
-        module: The block.
+        module: The block (``None`` once unpickled on another side of a remote trace).
         parts: ``{part name: NNsight envoy}``.
         entering, leaving: ``(point, NNsight envoy at the point's path)`` of the streams.
     """
@@ -285,12 +297,21 @@ class VirtualBlockEnvoy:
     __slots__ = ("_entering", "_leaving", "_module", "_parts")
 
     def __init__(
-        self, module: VirtualBlock, parts: dict[str, Any], entering: tuple[StreamPoint, Any], leaving: tuple[StreamPoint, Any]
+        self,
+        module: VirtualBlock | None,
+        parts: dict[str, Any],
+        entering: tuple[StreamPoint, Any],
+        leaving: tuple[StreamPoint, Any],
     ) -> None:
         object.__setattr__(self, "_module", module)
         object.__setattr__(self, "_parts", parts)
         object.__setattr__(self, "_entering", entering)
         object.__setattr__(self, "_leaving", leaving)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled (a remote trace) as its parts' envoys and points; the block module stays on
+        # this side (a remote server resolves envoys from its own model).
+        return (VirtualBlockEnvoy, (None, self._parts, self._entering, self._leaving))
 
     def __getattr__(self, name: str) -> Any:
         parts = object.__getattribute__(self, "_parts")
@@ -320,8 +341,10 @@ class VirtualBlockEnvoy:
             raise AttributeError(f"a virtual block's {name!r} cannot be set (only input, inputs and output)")
 
     def skip(self, replacement: Any) -> None:
-        """Make ``replacement`` the stream leaving the block (its parts still run; nothing reads
-        their outputs)."""
+        """Make ``replacement`` the stream leaving the block. Its parts still run (and fill the
+        key/value cache) but their outputs no longer reach the stream, except where the
+        forward adds a part's output after the block (LongCat-Flash's shortcut MoE, computed in
+        the first sub-block, is still added by the second)."""
         self.output = replacement
 
     def __repr__(self) -> str:

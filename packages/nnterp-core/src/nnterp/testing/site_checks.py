@@ -128,7 +128,8 @@ def _without_shared_nan(actual: torch.Tensor, expected: torch.Tensor, what: str)
     computes NaN where its mask leaves a padding query nothing to attend to, in every run)."""
     actual, expected = actual.detach().float(), expected.detach().float()
     assert torch.equal(actual.isnan(), expected.isnan()), f"{what}: NaN at other positions than the expected value's"
-    return actual.nan_to_num(0.0), expected.nan_to_num(0.0)
+    nan = actual.isnan()
+    return actual.masked_fill(nan, 0), expected.masked_fill(nan, 0)
 
 
 def _tolerance(dtype: torch.dtype) -> float:

@@ -20,7 +20,9 @@ from nnterp.spec import ArchitectureSpec, Contribution, SubBlocks, VirtualBlocks
 #: after the last block (no final norm). Positions are absolute and learned, counted from
 #: position 0 of the row. The causal (CLM) checkpoints' mask is the causal triangle alone, so
 #: keys at left padding would be attended: nnterp pads on the right. A bidirectional (MLM)
-#: checkpoint masks padding keys, which right padding keeps equally right.
+#: checkpoint (``causal=False``, the config's default) masks padding keys, which right padding
+#: keeps equally right, but every position then sees the whole prompt, later tokens included:
+#: its logits are masked-LM predictions, not next-token ones (the model's own semantics).
 XLM = ArchitectureSpec(
     name="xlm",
     model_classes=("XLMWithLMHeadModel",),
@@ -34,6 +36,7 @@ XLM = ArchitectureSpec(
         ),
         output="layer_norm2",
         stream_source="transformer.layer_norm_emb",
+        stream_edited_in_place=True,
     ),
     ln_final=None,
     lm_head="pred_layer.proj",
@@ -95,6 +98,9 @@ LONGCAT_FLASH = ArchitectureSpec(
             ),
         ),
     ),
+    # Its rotary function rotates only the positional slice of each latent query and key
+    # (apply_rotary_pos_emb_interleave), which no (batch, heads, seq, head_dim) site holds.
+    rotary_embedding=None,
     # Multi-head latent attention with as many key/value heads as query heads, and a small MoE.
     tiny_config={
         "q_lora_rank": 32, "kv_lora_rank": 16, "qk_nope_head_dim": 8, "qk_rope_head_dim": 8,
