@@ -163,3 +163,8 @@ def test_a_plain_hook_cannot_replace_the_stream_between_sub_blocks(longcat):
             hf(**encoding)
     finally:
         handle.remove()
+
+
+def test_print_names_the_block_modules_the_sub_blocks_come_from(longcat):
+    _, model = longcat
+    assert "sub-block i % 2 of model.layers[i // 2]" in repr(model)

@@ -199,3 +199,9 @@ def test_a_written_tensor_is_not_edited_by_the_forward(xlm, tokenizer):
     loss.backward()
     assert leaf.grad is not None and bool((leaf.grad != 0).any())
     assert bool((leaf == 1).all())
+
+
+def test_print_names_the_lists_a_block_is_made_of(xlm):
+    _, model = xlm
+    text = repr(model)
+    assert "VirtualBlock of transformer.attentions[i], transformer.layer_norm1[i], transformer.ffns[i]" in text

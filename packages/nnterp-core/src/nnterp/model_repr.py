@@ -46,7 +46,7 @@ def _layer_rows(model: StandardizedTransformer, layers: Any) -> list[tuple[str, 
                 parts.append(("mlp", "-", f"no module: its contribution is read at {mlp.contribution.output}"))
             else:
                 parts.append(("mlp", mlp.path, _describe(_get(layer, mlp.path), False)))
-        signatures.append((type(layer).__name__, tuple(parts)))
+        signatures.append((_block_name(layer), tuple(parts)))
     rows: list[tuple[str, str, str]] = []
     start = 0
     for index in range(1, len(signatures) + 1):
@@ -58,6 +58,13 @@ def _layer_rows(model: StandardizedTransformer, layers: Any) -> list[tuple[str, 
         rows.extend((f"  {name}", path, text) for name, path, text in layer_parts)
         start = index
     return rows
+
+
+def _block_name(layer: Any) -> str:
+    """A block's class name, or what a block nnterp built is made of (`nnterp.virtual_blocks`)."""
+    from nnterp.virtual_blocks import VirtualBlock
+
+    return layer.description if isinstance(layer, VirtualBlock) else type(layer).__name__
 
 
 def _get(root: Any, path: str | None) -> Any:

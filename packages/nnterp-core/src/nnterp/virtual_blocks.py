@@ -146,10 +146,16 @@ class VirtualBlock(torch.nn.Module):
             the stream entering the block.
         entering, leaving: Where the streams entering and leaving the block are computed.
         root: The model (to find the points' modules; not a child).
+        description: What the block is made of, for ``print(model)``.
     """
 
     def __init__(
-        self, parts: dict[str, torch.nn.Module], entering: StreamPoint, leaving: StreamPoint, root: torch.nn.Module
+        self,
+        parts: dict[str, torch.nn.Module],
+        entering: StreamPoint,
+        leaving: StreamPoint,
+        root: torch.nn.Module,
+        description: str = "",
     ) -> None:
         super().__init__()
         for name, module in parts.items():
@@ -157,6 +163,7 @@ class VirtualBlock(torch.nn.Module):
         self.entry_part = next(iter(parts))
         self.entering = entering
         self.leaving = leaving
+        self.description = description or "VirtualBlock"
         object.__setattr__(self, "_root", root)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -222,18 +229,21 @@ def _list_blocks(hf_model: torch.nn.Module, virtual: VirtualBlocks) -> list[Virt
         raise RenamingError(f"the virtual blocks' lists differ in length: {lengths}")
     output_list = dict(virtual.parts)[virtual.output]
     copied = virtual.stream_edited_in_place
+    description = f"VirtualBlock of {', '.join(f'{path}[i]' for _, path in virtual.parts)}"
     entering = StreamPoint(virtual.stream_source, "output", copy_written=copied)
     blocks = []
     for index in range(next(iter(lengths.values()))):
         leaving = StreamPoint(f"{output_list}.{index}", "output", copy_written=copied)
         parts = {part: modules[index] for part, modules in lists.items()}
-        blocks.append(VirtualBlock(parts, entering, leaving, hf_model))
+        blocks.append(VirtualBlock(parts, entering, leaving, hf_model, description))
         entering = leaving
     return blocks
 
 
 def _sub_blocks(hf_model: torch.nn.Module, virtual: SubBlocks) -> list[VirtualBlock]:
     """LongCat's shape: block module ``m`` runs sub-blocks ``0 .. len(parts) - 1``."""
+    count = len(virtual.parts)
+    description = f"VirtualBlock: sub-block i % {count} of {virtual.blocks}[i // {count}]"
     blocks = []
     for index, module in enumerate(cast(torch.nn.ModuleList, hf_model.get_submodule(virtual.blocks))):
         path = f"{virtual.blocks}.{index}"
@@ -245,7 +255,7 @@ def _sub_blocks(hf_model: torch.nn.Module, virtual: SubBlocks) -> list[VirtualBl
             else:
                 leaving = StreamPoint(path, "output")
             modules = {name: module.get_submodule(part) for name, part in parts}
-            blocks.append(VirtualBlock(modules, entering, leaving, hf_model))
+            blocks.append(VirtualBlock(modules, entering, leaving, hf_model, description))
             entering = leaving
     return blocks
 
