@@ -69,6 +69,68 @@ def rename_mapping(paths: dict[str, str | None]) -> dict[str, str]:
     return mapping
 
 
+#: The root parts nnterp 1.x also named inside the backbone (``model.model.layers``).
+LEGACY_TREE_PARTS = ("layers", "ln_final", "embed_tokens")
+
+
+def legacy_tree_aliases(
+    model: torch.nn.Module, paths: dict[str, str | None], *, skip: tuple[str, ...] = ()
+) -> dict[str, list[str]]:
+    """Extra NNsight aliases rebuilding nnterp 1.x's renamed backbone: ``model.model`` is the
+    module holding the layers (GPT-2's ``transformer``, NeoX's ``gpt_neox``), and under it are
+    ``layers``, ``ln_final`` and ``embed_tokens`` wherever those parts live in it.
+
+    1.x renamed the backbone and its children in place, so code such as
+    ``model.model.layers[i].self_attn`` or ``model.model.ln_final`` ran on every architecture;
+    these aliases keep it running. An alias is added only where its name is free (no native
+    child or attribute of that name), so no native module is ever hidden. ``paths`` gives
+    the resolved standard parts (`resolve_paths`); the parts in ``skip`` get no alias (layers
+    that are not the native blocks: virtual or unrolled ones).
+
+    Returns:
+        ``{native path: [alias, ...]}`` to merge with `rename_mapping`.
+
+    Example:
+        >>> legacy_tree_aliases(gpt2, resolve_paths(gpt2, spec))
+        {'transformer': ['model'], 'transformer.h': ['transformer.layers'], 'transformer.ln_f': ['transformer.ln_final'], 'transformer.wte': ['transformer.embed_tokens']}
+        >>> legacy_tree_aliases(llama, resolve_paths(llama, spec))      # model.layers is native
+        {'model.norm': ['model.ln_final']}
+    """
+    from nnsight.intervention.envoy import Envoy
+
+    layers_path = paths.get("layers")
+    if not layers_path or "." not in layers_path:
+        return {}
+    container = layers_path.split(".", 1)[0]
+    backbone = model._modules.get(container)
+    if backbone is None or hasattr(Envoy, container):
+        return {}
+    aliases: dict[str, list[str]] = {}
+    if container != "model":
+        # A one-name key binds on every envoy with a child of that name: only where it is unique.
+        same_name = [name for name, _ in model.named_modules() if name.rsplit(".", 1)[-1] == container]
+        if hasattr(model, "model") or hasattr(Envoy, "model") or same_name != [container]:
+            return {}
+        aliases[container] = ["model"]
+    for part in LEGACY_TREE_PARTS:
+        path = None if part in skip else paths.get(part)
+        if not path or not path.startswith(f"{container}.") or path == f"{container}.{part}":
+            continue
+        if hasattr(backbone, part) or hasattr(Envoy, part):
+            continue
+        aliases[path] = [f"{container}.{part}"]
+    return aliases
+
+
+def with_legacy_tree(aliases: dict[str, str], legacy: dict[str, list[str]]) -> dict[Any, Any]:
+    """``aliases`` (`rename_mapping`) with the `legacy_tree_aliases` added to its entries."""
+    merged: dict[Any, Any] = dict(aliases)
+    for path, names in legacy.items():
+        current = merged.get(path)
+        merged[path] = names if current is None else [current, *names]
+    return merged
+
+
 def displaced_children(model: torch.nn.Module, paths: dict[str, str | None]) -> dict[str, str]:
     """``{standard name: native path}`` of the standard parts whose name is already a native
     child, holding another module, of the module the name goes on (the root for root parts,

@@ -27,10 +27,12 @@ from nnterp.nnsight_seams import run_state
 from nnterp.renaming import (
     apply_user_rename,
     bind_displaced,
+    legacy_tree_aliases,
     rename_mapping,
     resolve_paths,
     split_aliases,
     unresolved_message,
+    with_legacy_tree,
 )
 from nnterp.spec import ArchitectureSpec, Contribution, config_value
 from nnterp.stream_layout import from_standard, to_standard
@@ -189,7 +191,12 @@ class StandardizedTransformer(TransformersModel):
         renamed = paths if resolved_spec.virtual_blocks is None else {**paths, "layers": None}
         # A standard name that is already a native child (ModernBERT-decoder's ``lm_head``, the
         # prediction head before its unembedding ``decoder``) is bound after NNsight's rename.
-        aliases, displaced = split_aliases(hf_model, paths, {**rename_mapping(renamed), **(rename or {})})
+        # nnterp 1.x's renamed backbone too (``model.model.layers``).
+        native_blocks = resolved_spec.virtual_blocks is None and resolved_spec.unrolled is None
+        legacy = legacy_tree_aliases(hf_model, paths, skip=() if native_blocks else ("layers",))
+        aliases, displaced = split_aliases(
+            hf_model, paths, {**with_legacy_tree(rename_mapping(renamed), legacy), **(rename or {})}
+        )
 
         with warnings.catch_warnings():
             # nnterp reaches such submodules (BERT's ``output``) under nnsight's prefixed name.
@@ -347,6 +354,17 @@ class StandardizedTransformer(TransformersModel):
         output = site.contribution.output
         envoy = self._mlp(layer) if output is None else _child(layer_envoy, output)
         return layer_envoy, envoy, site.contribution
+
+    @property
+    def _model(self) -> torch.nn.Module:
+        """The wrapped HuggingFace model, under the name nnterp 1.x's NNsight gave it (NNsight
+        0.8 calls it ``_module``).
+
+        Example:
+            >>> model._model is model._module
+            True
+        """
+        return self._module
 
     @property
     def attentions(self) -> list[Any]:
@@ -857,8 +875,8 @@ class StandardizedTransformer(TransformersModel):
         if positions is not None:
             if token_positions is not None:
                 raise InvalidInputError(
-                    "steer() got both positions (nnterp 1.x's deprecated name) and token_positions: "
-                    "pass token_positions only."
+                    "Cannot specify both positions (nnterp 1.x's deprecated name) and token_positions "
+                    "in steer(): pass token_positions only."
                 )
             warnings.warn(
                 "steer(positions=...) is deprecated: use token_positions=... (same meaning).",
