@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
@@ -416,10 +417,37 @@ class ModuleAccessor:
             return self._root(name)
         import torch
 
+        from nnterp.renaming import legacy_tree_aliases
+
+        if not hasattr(self._model, name):
+            # nnterp 1.x's renamed backbone: ``accessor.model`` is GPT-2's ``transformer``.
+            for path, aliases in legacy_tree_aliases(self._model, self.paths).items():
+                if name in aliases:
+                    return self._model.get_submodule(path)
         value = getattr(self._model, name)
         if not isinstance(value, torch.nn.Module):
             raise AttributeError(f"Attribute {name} is not a module")
         return value
+
+    @functools.cached_property
+    def nn_model(self) -> Any:
+        """The model wrapped in a plain ``nnsight.NNsight`` with the standard names as aliases
+        (``nn_model.layers[0].self_attn``, and 1.x's renamed backbone ``nn_model.model``), as in
+        nnterp 1.x; built on first use.
+
+        Example:
+            >>> with accessor.nn_model.trace(input_ids):
+            ...     h = accessor.nn_model.layers[0].output.save()
+        """
+        from nnsight import NNsight
+
+        from nnterp.renaming import bind_displaced, legacy_tree_aliases, rename_mapping, split_aliases, with_legacy_tree
+
+        legacy = legacy_tree_aliases(self._model, self.paths)
+        aliases, displaced = split_aliases(self._model, self.paths, with_legacy_tree(rename_mapping(self.paths), legacy))
+        wrapped = NNsight(self._model, rename=aliases)
+        bind_displaced(wrapped, self.paths, displaced)
+        return wrapped
 
     def get_embed_tokens(self) -> torch.nn.Module:
         """The token embedding module."""

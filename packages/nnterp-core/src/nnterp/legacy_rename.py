@@ -133,6 +133,41 @@ gptj_attention_prob_source = _locator(
 bloom_attention_prob_source = _locator(("self.attention_dropout",), "bloom_attention_prob_source")
 
 
+def get_ignores(model: Any, rename_config: RenameConfig | None = None) -> list[str]:
+    """The standard parts ``model``'s layers lack, in nnterp 1.x's words: ``"mlp"`` when no
+    layer has an MLP module (OPT computes its MLP inline), ``"attention"`` when none has an
+    attention module; plus those ``rename_config.ignore_mlp`` / ``ignore_attn`` turn off.
+
+    ``model`` is a transformers model (1.x passed ``std_model._model``) or a
+    `StandardizedTransformer`; the parts come from the architecture spec the installed plugins
+    register for its class (nnterp 1.x's generic names for a class none covers).
+
+    Example:
+        >>> get_ignores(opt_model)
+        ['mlp']
+        >>> get_ignores(llama_model, RenameConfig(ignore_attn=True))
+        ['attention']
+    """
+    from nnterp.compat import generic_spec
+    from nnterp.plugins import get_registry
+    from nnterp.renaming import resolve_paths
+    from nnterp.standardized_transformer import StandardizedTransformer
+
+    paths: dict[str, str | None] | None
+    if isinstance(model, StandardizedTransformer):
+        paths = dict(model.paths)
+    else:
+        names = [klass.__name__ for klass in type(model).__mro__]
+        spec = get_registry().spec_for_class_names(names) or generic_spec(type(model).__name__)
+        try:
+            paths = resolve_paths(model, spec)
+        except RenamingError:  # not standardizable as it is: only what the caller turns off
+            paths = None
+    config = rename_config or RenameConfig()
+    parts = (("mlp", "mlp", config.ignore_mlp), ("attention", "self_attn", config.ignore_attn))
+    return [name for name, part, ignored in parts if ignored or (paths is not None and paths.get(part) is None)]
+
+
 def check_model_renaming(std_model: StandardizedTransformer, model_name: str = "", *args: Any, **kwargs: Any) -> None:
     """Check the standard tree of ``std_model`` as load-time validation does (1.x's entry point;
     its other arguments are accepted and unused).
@@ -159,6 +194,7 @@ __all__ = [
     "default_hidden_size_config_keys",
     "default_vocab_size_config_keys",
     "get_hidden_size",
+    "get_ignores",
     "get_num_attention_heads",
     "get_vocab_size",
     "gpt2_attention_prob_source",
