@@ -7,6 +7,7 @@ import copy
 import importlib.util
 import json
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -166,6 +167,16 @@ def _load_errors(name_or_path: str) -> Iterator[None]:
     """Re-raise transformers' loading errors for ``name_or_path`` in nnterp's words."""
     try:
         yield
+    except TypeError as error:
+        match = re.search(r"unexpected keyword argument '([^']+)'", str(error))
+        if match is None:
+            raise
+        raise InvalidInputError(
+            f"keyword argument {match.group(1)!r} is neither one of StandardizedTransformer's nor "
+            f"one that transformers' from_pretrained or the model class accepts for {name_or_path!r}: "
+            "remove it, or check its spelling (StandardizedTransformer's own arguments are listed "
+            f"in help(StandardizedTransformer)). (transformers: {error})"
+        ) from error
     except (OSError, ValueError) as error:
         if isinstance(error, (InvalidInputError, ModelLoadError)):
             raise

@@ -1,5 +1,5 @@
-"""Functional helpers over a `StandardizedTransformer` (or a plain NNsight model with Llama
-naming), and fast activation collection: nnterp 1.x's ``nnterp.nnsight_utils``, every name.
+"""Functional helpers over a `StandardizedTransformer` (or a plain NNsight model, whose parts
+are found at the native paths of its architecture spec), and fast activation collection: nnterp 1.x's ``nnterp.nnsight_utils``, every name.
 
 The getters mirror the accessors (``get_layer_output(model, i)`` is ``model.layers_output[i]``)
 for code written in the functional style of nnterp 1.x; they are used inside a trace.
@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -52,18 +53,19 @@ def unpack_tuple(tensor_or_tuple: Any) -> Any:
 def get_embed_tokens(model: Any) -> Any:
     """The token embedding module (envoy).
 
-    On a plain NNsight model (Llama naming, as in nnterp 1.x) it is ``model.model.embed_tokens``.
+    On a plain NNsight model it is the module the architecture spec names (see `native_part`),
+    ``model.model.embed_tokens`` for a class no plugin covers (nnterp 1.x's Llama naming).
     """
     if _standardized(model) or _has_child(model, "embed_tokens"):
         return model.embed_tokens
-    return model.model.embed_tokens
+    return native_part(model, "embed_tokens")
 
 
 def get_layers(model: Any) -> Any:
-    """The decoder layers (envoys); ``model.model.layers`` on a plain NNsight model."""
+    """The decoder layers (envoys); on a plain NNsight model, the spec's (`native_part`)."""
     if _standardized(model):
         return model.layers
-    return model.model.layers
+    return native_part(model, "layers")
 
 
 def get_num_layers(model: Any) -> int:
@@ -125,7 +127,7 @@ def get_attention(model: Any, layer: int) -> Any:
     """
     if _standardized(model):
         return model._attention(normalize_layer(model, layer))
-    return get_layer(model, layer).self_attn
+    return native_part(model, "self_attn", layer)
 
 
 def get_attention_output(model: Any, layer: int) -> torch.Tensor:
@@ -145,7 +147,7 @@ def get_mlp(model: Any, layer: int) -> Any:
     """The MLP module (envoy) of ``layer``."""
     if _standardized(model):
         return model._mlp(normalize_layer(model, layer))
-    return get_layer(model, layer).mlp
+    return native_part(model, "mlp", layer)
 
 
 def get_mlp_output(model: Any, layer: int) -> torch.Tensor:
@@ -167,15 +169,17 @@ def get_logits(model: Any) -> torch.Tensor:
 
 
 def get_unembed_norm(model: Any) -> Any:
-    """The final norm (envoy); ``model.model.norm`` on a plain NNsight model."""
+    """The final norm (envoy); on a plain NNsight model, the spec's (`native_part`)."""
     if _standardized(model):
         return model.ln_final
-    return model.model.norm
+    return native_part(model, "ln_final")
 
 
 def get_unembed(model: Any) -> Any:
-    """The unembedding (envoy), ``lm_head``."""
-    return model.lm_head
+    """The unembedding (envoy): ``lm_head``; on a plain NNsight model, the spec's (`native_part`)."""
+    if _standardized(model) or _has_child(model, "lm_head"):
+        return model.lm_head
+    return native_part(model, "lm_head")
 
 
 def get_next_token_probs(model: Any) -> torch.Tensor:
@@ -193,7 +197,70 @@ def project_on_vocab(model: Any, hidden_states: torch.Tensor) -> torch.Tensor:
     """
     if _standardized(model):
         return model.project_on_vocab(hidden_states)
-    return model.lm_head(get_unembed_norm(model)(hidden_states))
+    return get_unembed(model)(get_unembed_norm(model)(hidden_states))
+
+
+#: nnterp 1.x's paths of the standard parts (Llama naming), for a class no plugin covers.
+_LLAMA_PATHS: dict[str, str | None] = {
+    "layers": "model.layers",
+    "ln_final": "model.norm",
+    "lm_head": "lm_head",
+    "embed_tokens": "model.embed_tokens",
+    "self_attn": "self_attn",
+    "mlp": "mlp",
+}
+
+_native_paths: weakref.WeakKeyDictionary[torch.nn.Module, dict[str, str | None]] = weakref.WeakKeyDictionary()
+
+
+def native_part(model: Any, part: str, layer: int | None = None) -> Any:
+    """The envoy of standard ``part`` in a plain NNsight model (no `StandardizedTransformer`),
+    at the native path the architecture spec of the model's class gives (GPT-2's
+    ``transformer.h``, Llama-4's ``feed_forward``); Llama's paths for a class no installed
+    plugin covers, as nnterp 1.x assumed. ``layer`` picks the layer of a per-layer part
+    (``self_attn``, ``mlp``).
+
+    Raises:
+        UnavailableComponentError: the model has no such part (OPT's layers have no MLP module).
+
+    Example:
+        >>> plain = NNsight(gpt2)
+        >>> native_part(plain, "layers") is plain.transformer.h
+        True
+        >>> native_part(plain, "self_attn", 0) is plain.transformer.h[0].attn
+        True
+    """
+    from nnterp.accessors import child_envoy
+    from nnterp.errors import UnavailableComponentError
+
+    module = model._module
+    paths = _native_paths.get(module)
+    if paths is None:
+        paths = _spec_paths(module)
+        _native_paths[module] = paths
+    path = paths.get(part)
+    if path is None:
+        raise UnavailableComponentError(
+            f"{type(module).__name__} has no {part} module: wrap it in StandardizedTransformer, whose "
+            "accessors say where that quantity lives on this architecture."
+        )
+    if layer is None:
+        return child_envoy(model, path)
+    return child_envoy(get_layer(model, layer), path)
+
+
+def _spec_paths(module: torch.nn.Module) -> dict[str, str | None]:
+    from nnterp.errors import RenamingError
+    from nnterp.plugins import get_registry
+    from nnterp.renaming import resolve_paths
+
+    spec = get_registry().spec_for_class_names([klass.__name__ for klass in type(module).__mro__])
+    if spec is None or spec.virtual_blocks is not None:  # virtual blocks exist in nnterp's tree only
+        return dict(_LLAMA_PATHS)
+    try:
+        return resolve_paths(module, spec)
+    except RenamingError:
+        return dict(_LLAMA_PATHS)
 
 
 def _has_child(model: Any, name: str) -> bool:
