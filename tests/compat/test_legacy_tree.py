@@ -151,3 +151,59 @@ def test_unknown_keyword_argument_is_named(tmp_path):
     tiny_tokenizer().save_pretrained(tmp_path)
     with pytest.raises(InvalidInputError, match="'attn_rename'"):
         StandardizedTransformer(str(tmp_path), attn_rename="self_attn")
+
+
+def test_rename_utils_keeps_1x_tables():
+    from nnterp import rename_utils
+
+    assert rename_utils.expand_path_with_model(["h", "model.layers"]) == [
+        "h", "model.layers", "model.transformer.layers", "model.gpt_neox.layers",
+        "model.decoder.layers", "model.language_model.layers",
+    ]
+    assert {"h", "blocks", "model.layers", "model.transformer.layers"} <= set(rename_utils.LAYER_NAMES)
+    assert {"ln_f", "norm", "final_layer_norm"} <= set(rename_utils.LN_NAMES)
+    assert {"wte", "embed_in", "model.embed_tokens"} <= set(rename_utils.EMBED_TOKENS_NAMES)
+    from transformers import OPTForCausalLM
+
+    assert rename_utils.IGNORE_MLP_MODELS == (OPTForCausalLM,)
+    from nnterp.accessors import AttentionProbabilitiesAccessor, LayerAccessor
+
+    assert rename_utils.LayerAccessor is LayerAccessor
+    assert rename_utils.AttentionProbabilitiesAccessor is AttentionProbabilitiesAccessor
+
+
+def test_utils_module_of_1x():
+    import transformers
+    from nnterp import utils
+
+    assert utils.OPTForCausalLM is transformers.OPTForCausalLM
+    assert utils.LlamaForCausalLM is transformers.LlamaForCausalLM
+    assert utils.TRANSFORMERS_VERSION == transformers.__version__
+    assert utils.NNSIGHT_VERSION == nnsight.__version__
+    assert utils.is_notebook() is False
+    assert utils.unpack_tuple((torch.ones(1), 2)).tolist() == [1.0]
+    assert utils.dummy_inputs()["input_ids"].tolist() == [[0, 1, 1]]
+    assert utils.DummyCache().to_legacy_cache() is None
+
+
+def test_try_with_scan_runs_without_weights_and_reports_failures():
+    from nnterp.utils import try_with_scan
+
+    hf_model = tiny_model("gpt2")
+    model = _wrap(hf_model)
+    seen = {}
+
+    def read_shape():
+        seen["shape"] = tuple(model.layers_output[0].shape)
+
+    assert try_with_scan(model, read_shape, RuntimeError("unused"), allow_dispatch=True) is True
+    assert seen["shape"] == (1, 3, hf_model.config.n_embd)
+
+    def broken():
+        raise KeyError("missing")
+
+    with pytest.raises(RuntimeError, match="both failed") as raised:
+        try_with_scan(model, broken, RuntimeError("both failed"), allow_dispatch=True, warn_if_scan_fails=False)
+    assert isinstance(raised.value.__cause__, KeyError)
+    with pytest.raises(KeyError):
+        try_with_scan(model, broken, RuntimeError("unused"), allow_dispatch=True, errors_to_raise=KeyError)

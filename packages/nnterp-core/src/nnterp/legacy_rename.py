@@ -17,21 +17,41 @@ Example:
 from __future__ import annotations
 
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from nnterp.compat import *  # noqa: F403  (1.x's names live in nnterp.compat now)
-from nnterp.compat import CONTAINERS, LEGACY_NAMES, RenameConfig, __all__ as _compat_names
+from nnterp.compat import CONTAINERS, LEGACY_ALIASES, LEGACY_NAMES, RenameConfig, __all__ as _compat_names
 from nnterp.errors import InvalidInputError, RenamingError
 from nnterp.spec import ArchitectureSpec, chain_alternatives, config_value
 
 if TYPE_CHECKING:
     from nnterp.standardized_transformer import StandardizedTransformer
 
+#: The parts `get_ignores` can name.
+IgnoreType = Literal["mlp", "attention"]
+
 #: Containers 1.x looked into for the standard modules.
 MODEL_NAMES = [name for name in CONTAINERS if name != "model" and "." not in name]
+
+
+def expand_path_with_model(paths: list[str]) -> list[str]:
+    """``paths`` followed by each ``model.``-rooted one re-rooted under every 1.x container
+    (``model.layers`` -> ``model.transformer.layers``, ...), as 1.x's alias table lists them.
+
+    Example:
+        >>> expand_path_with_model(["h", "model.layers"])[:3]
+        ['h', 'model.layers', 'model.transformer.layers']
+    """
+    rooted = [path for path in paths if path.startswith("model.")]
+    return [*paths, *(path.replace("model.", f"model.{container}.", 1) for container in MODEL_NAMES for path in rooted)]
+
+
 ATTENTION_NAMES = list(LEGACY_NAMES["self_attn"][1:])
 MLP_NAMES = list(LEGACY_NAMES["mlp"][1:])
 LM_HEAD_NAMES = list(LEGACY_NAMES["lm_head"][1:])
+LAYER_NAMES = expand_path_with_model(list(LEGACY_ALIASES["layers"]))
+LN_NAMES = expand_path_with_model(list(LEGACY_ALIASES["ln_final"]))
+EMBED_TOKENS_NAMES = expand_path_with_model(list(LEGACY_ALIASES["embed_tokens"]))
 
 
 class IOType(Enum):
@@ -168,6 +188,31 @@ def get_ignores(model: Any, rename_config: RenameConfig | None = None) -> list[s
     return [name for name, part, ignored in parts if ignored or (paths is not None and paths.get(part) is None)]
 
 
+def __getattr__(name: str) -> Any:
+    # Imported on first use: ``import nnterp`` imports this module and stays light.
+    if name == "IGNORE_MLP_MODELS":
+        # 1.x's tuple of classes whose layers have no MLP module (the spec says so here).
+        from transformers import OPTForCausalLM
+
+        return (OPTForCausalLM,)
+    if name in ("LayerAccessor", "AttentionProbabilitiesAccessor"):
+        from nnterp import accessors
+
+        return getattr(accessors, name)
+    raise AttributeError(f"module 'nnterp.rename_utils' has no attribute {name!r}")
+
+
+def check_io(std_model: StandardizedTransformer, model_name: str = "", ignores: Any = None) -> None:
+    """Check that ``std_model``'s standard sites read the right modules with the right shapes,
+    as load-time validation does (1.x's shape check; ``ignores`` is accepted and unused: a
+    part the model lacks is known from its spec).
+
+    Raises:
+        RenamingError: a site reads the wrong module or shape (the message says which).
+    """
+    check_model_renaming(std_model, model_name)
+
+
 def check_model_renaming(std_model: StandardizedTransformer, model_name: str = "", *args: Any, **kwargs: Any) -> None:
     """Check the standard tree of ``std_model`` as load-time validation does (1.x's entry point;
     its other arguments are accepted and unused).
@@ -183,6 +228,15 @@ def check_model_renaming(std_model: StandardizedTransformer, model_name: str = "
 __all__ = [
     *_compat_names,
     "ATTENTION_NAMES",
+    "AttentionProbabilitiesAccessor",
+    "EMBED_TOKENS_NAMES",
+    "IGNORE_MLP_MODELS",
+    "IgnoreType",
+    "LAYER_NAMES",
+    "LN_NAMES",
+    "LayerAccessor",
+    "check_io",
+    "expand_path_with_model",
     "IOType",
     "LM_HEAD_NAMES",
     "MLP_NAMES",
