@@ -146,6 +146,21 @@ def test_steer_refuses_both_position_arguments_in_1x_words(llama):
             llama.steer(layers=0, steering_vector=vector, positions=0, token_positions=0)
 
 
+def test_a_pathlib_path_loads_the_directory(tmp_path):
+    hf_model = tiny_model("llama")
+    hf_model.save_pretrained(tmp_path)
+    tiny_tokenizer().save_pretrained(tmp_path)
+    tokenizer = tiny_tokenizer()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = StandardizedTransformer(tmp_path)
+    with torch.no_grad(), model.trace(PROMPT):
+        logits = model.logits.save()
+    with torch.no_grad():
+        expected = hf_model(**tokenizer(PROMPT, return_tensors="pt")).logits
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
+
+
 def test_unknown_keyword_argument_is_named(tmp_path):
     tiny_model("llama").save_pretrained(tmp_path)
     tiny_tokenizer().save_pretrained(tmp_path)

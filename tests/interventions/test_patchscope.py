@@ -76,6 +76,19 @@ def test_layer_subset_and_a_single_latent_for_several_targets(pair, hf_run):
     assert torch.equal(again, probs)
 
 
+def test_readme_keyword_layer_to_patch_still_names_the_layers(pair, hf_run):
+    model, hf_model = pair
+    target = TargetPrompt("The cat sat on the mat", -1)
+    with pytest.warns(DeprecationWarning, match="layer_to_patch"):
+        probs = patchscope_lens(model, source_prompts=[SOURCE], target_patch_prompts=target, layer_to_patch=1)
+    latent = hf_run(hf_model, SOURCE).layer_outputs[1][-1]
+    expected = hf_run(hf_model, target.prompt, patch_at(1, -1, latent)).logits[-1].softmax(-1)
+    assert probs.shape == (1, 1, model.vocab_size)
+    torch.testing.assert_close(probs[0, 0], expected, atol=1e-5, rtol=0)
+    with pytest.raises(InvalidInputError, match="layer_to_patch"):
+        patchscope_lens(model, [SOURCE], target, layers=1, layer_to_patch=1)
+
+
 def test_target_batch_equals_each_target_alone(model, prompts):
     batch = TargetPromptBatch.from_target_prompts(
         [TargetPrompt("The cat sat on the mat", 1), TargetPrompt("Hi", 0), TargetPrompt("king king\n?", -1)]

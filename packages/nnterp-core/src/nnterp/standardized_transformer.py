@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
 from typing import TYPE_CHECKING, Any, Sequence, cast
 
@@ -61,8 +62,8 @@ class StandardizedTransformer(TransformersModel):
     ``input_ids``, ``attention_mask``. The original HuggingFace forward runs unchanged.
 
     Args:
-        model: A hub id or local directory (loaded with ``AutoModelForCausalLM``), or an
-            already-loaded ``PreTrainedModel``.
+        model: A hub id or local directory (a ``str`` or a ``pathlib.Path``; loaded with
+            ``AutoModelForCausalLM``), or an already-loaded ``PreTrainedModel``.
         tokenizer: The tokenizer; loaded from ``model`` when it is a name. Required with a
             model object. Never modified: a left-padding copy with a pad token is used.
         enable_attention_probs: Expose ``attention_probabilities`` (loads/switches the model to
@@ -95,7 +96,7 @@ class StandardizedTransformer(TransformersModel):
 
     def __init__(
         self,
-        model: str | torch.nn.Module,
+        model: str | os.PathLike[str] | torch.nn.Module,
         tokenizer: Any = None,
         *,
         enable_attention_probs: bool = False,
@@ -122,6 +123,8 @@ class StandardizedTransformer(TransformersModel):
             )
             trust_remote_code, tokenizer = tokenizer, None
         processor = kwargs.pop("processor", None)
+        if isinstance(model, os.PathLike):  # a pathlib.Path to a saved model directory
+            model = os.fspath(model)
         if isinstance(model, str):
             attn_implementation = kwargs.pop("attn_implementation", None)
             if enable_attention_probs:

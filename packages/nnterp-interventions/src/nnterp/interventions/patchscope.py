@@ -121,6 +121,8 @@ def patchscope_lens(
     layers: int | Sequence[int] | None = None,
     latents: Any = None,
     remote: bool | str | None = False,
+    *,
+    layer_to_patch: int | Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Next-token probabilities of target prompts patched with each layer's source latent.
 
@@ -140,6 +142,7 @@ def patchscope_lens(
             the order of ``layers``).
         remote: run the traces on NDIF (``True``) or NNsight's local simulation of it
             (``"local"``); default: the model's own setting.
+        layer_to_patch: the name nnterp 1.x's README used for ``layers`` (deprecated).
 
     Returns:
         float32 CPU tensor (num_sources, layers, vocab) of probabilities.
@@ -150,6 +153,7 @@ def patchscope_lens(
         >>> latents = get_token_activations(model, ["The capital of France is"])  # (layers, 1, hidden)
         >>> same = patchscope_lens(model, target_patch_prompts=repeat_prompt(), latents=latents)
     """
+    layers = _renamed(layers, layer_to_patch, "layer_to_patch", "layers", function="patchscope_lens")
     wanted, latents, targets = _plan(model, source_prompts, target_patch_prompts, layers, latents, remote)
     per_layer = []
     for position, layer in enumerate(wanted):
@@ -160,14 +164,16 @@ def patchscope_lens(
     return torch.stack(per_layer, dim=1)
 
 
-def _renamed(value: Any, old: Any, old_name: str, new_name: str, unset: Any = None) -> Any:
+def _renamed(
+    value: Any, old: Any, old_name: str, new_name: str, unset: Any = None, function: str = "patchscope_generate"
+) -> Any:
     """``value``, or the 1.x keyword ``old`` it replaces (with a DeprecationWarning)."""
     if old is None:
         return value
     if value is not unset:
         raise InvalidInputError(f"pass {new_name}= only: {old_name}= is its nnterp 1.x name.")
     warnings.warn(
-        f"patchscope_generate's {old_name}= is deprecated: use {new_name}=.",
+        f"{function}'s {old_name}= is deprecated: use {new_name}=.",
         DeprecationWarning,
         stacklevel=4,
     )
