@@ -64,6 +64,13 @@ class DroppedStatementsWarning(UserWarning):
     """
 
 
+class BidirectionalModelWarning(UserWarning):
+    """The loaded checkpoint attends in both directions (a masked-LM checkpoint, such as XLM's
+    ``causal=False`` ones): its logits at a position are predictions for that position given
+    the whole input, not for the next token, so the next-token tools (logit lens, patchscopes,
+    ``next_token_probs``) read masked-LM predictions."""
+
+
 class UnavailableComponentError(NnterpError, AttributeError):
     """The architecture has no such component (e.g. attention in a state-space model)."""
 

@@ -455,6 +455,11 @@ class ArchitectureSpec:
         post_norm: The blocks normalise after the residual add (BERT, GPT-1): no sublayer
             output is an additive contribution. ``True``, or ``(config_key, value)`` when
             the config decides (OPT's ``("do_layer_norm_before", False)``).
+        bidirectional: Every position attends to the whole input, later tokens included (a
+            masked-LM checkpoint of a family that also has causal ones): the logits are
+            masked-LM predictions, not next-token ones, and loading warns
+            (`nnterp.errors.BidirectionalModelWarning`). ``True``, or ``(config_key, value)``
+            when the config decides (XLM's ``("causal", False)``).
         non_additive: Why the blocks add no sublayer contribution to an unscaled residual
             stream although they are not post-norm (a rescaled residual, a residual read from
             a mixture of earlier blocks), reported by ``support()``; ``None``: they do.
@@ -572,6 +577,7 @@ class ArchitectureSpec:
     mlp_contribution: Contribution = MODULE_OUTPUT
     mixers: tuple[Mixer, ...] = ()
     post_norm: bool | tuple[str, Any] = False
+    bidirectional: bool | tuple[str, Any] = False
     non_additive: str | None = None
     embedding_projection: str | None = None
     unembedding_projection: str | None = None
@@ -633,6 +639,13 @@ class ArchitectureSpec:
             key, value = self.post_norm
             return config_value(config, (key,)) == value
         return bool(self.post_norm)
+
+    def is_bidirectional(self, config: Any) -> bool:
+        """Whether this model's positions see the whole input (see ``bidirectional``)."""
+        if isinstance(self.bidirectional, tuple):
+            key, value = self.bidirectional
+            return config_value(config, (key,)) == value
+        return bool(self.bidirectional)
 
     def is_parallel(self, config: Any) -> bool:
         """Whether this model's mixer and MLP both read the block's input (see ``parallel_blocks``)."""

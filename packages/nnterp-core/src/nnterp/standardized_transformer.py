@@ -21,7 +21,7 @@ from nnterp.accessors import (
     normalize_layer,
     replace_first,
 )
-from nnterp.errors import InvalidInputError, RenamingError, UnavailableComponentError
+from nnterp.errors import BidirectionalModelWarning, InvalidInputError, RenamingError, UnavailableComponentError
 from nnterp.layer_structure import resolve_layer_structure
 from nnterp.loading import load_model_tokenizer_processor, prepare_tokenizer
 from nnterp.nnsight_seams import run_state
@@ -217,6 +217,17 @@ class StandardizedTransformer(TransformersModel):
         self.tokenizer.padding_side = resolved_spec.padding_side
         self.spec = resolved_spec
         self.paths = paths
+        if resolved_spec.is_bidirectional(hf_model.config):
+            warnings.warn(
+                BidirectionalModelWarning(
+                    f"{type(hf_model).__name__} ({resolved_spec.name}) is loaded from a bidirectional "
+                    "(masked-LM) checkpoint: every position sees the whole input, later tokens "
+                    "included, so its logits, and the logit lens, patchscopes and next_token_probs "
+                    "built on them, are masked-LM predictions, not next-token ones. Load a causal "
+                    "checkpoint of the family for next-token analyses."
+                ),
+                stacklevel=2,
+            )
         self.remote = remote
         self.allow_dispatch = allow_dispatch
         self.attention_probabilities_enabled = enable_attention_probs

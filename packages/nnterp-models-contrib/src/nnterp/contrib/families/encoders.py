@@ -41,6 +41,8 @@ BERT_LIKE = ArchitectureSpec(
     attention_probabilities=("self.self", "attention_interface", "nn.functional.dropout"),
     mlp_contribution=FEED_FORWARD,
     post_norm=True,
+    # A checkpoint saved as an encoder (the config's default) attends in both directions.
+    bidirectional=("is_decoder", False),
     tiny_config=ENCODER_TINY,
     # Per-head sites: the projections live in ``attention.self``, the output projection is
     # ``attention.output.dense``.

@@ -22,7 +22,8 @@ from nnterp.spec import ArchitectureSpec, Contribution, SubBlocks, VirtualBlocks
 #: keys at left padding would be attended: nnterp pads on the right. A bidirectional (MLM)
 #: checkpoint (``causal=False``, the config's default) masks padding keys, which right padding
 #: keeps equally right, but every position then sees the whole prompt, later tokens included:
-#: its logits are masked-LM predictions, not next-token ones (the model's own semantics).
+#: its logits are masked-LM predictions, not next-token ones (the model's own semantics), and
+#: loading one warns.
 XLM = ArchitectureSpec(
     name="xlm",
     model_classes=("XLMWithLMHeadModel",),
@@ -44,6 +45,7 @@ XLM = ArchitectureSpec(
     # The attention writes its softmax and dropout out; the dropout's output multiplies the values.
     attention_probabilities=("nn.functional.dropout",),
     post_norm=True,
+    bidirectional=("causal", False),
     q_proj="q_lin",
     k_proj="k_lin",
     v_proj="v_lin",
