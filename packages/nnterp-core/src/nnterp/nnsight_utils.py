@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -210,7 +209,8 @@ _LLAMA_PATHS: dict[str, str | None] = {
     "mlp": "mlp",
 }
 
-_native_paths: weakref.WeakKeyDictionary[torch.nn.Module, dict[str, str | None]] = weakref.WeakKeyDictionary()
+#: Where a plain NNsight model keeps its resolved paths (in its envoy, so it travels with it).
+_NATIVE_PATHS_KEY = "_nnterp_native_paths"
 
 
 def native_part(model: Any, part: str, layer: int | None = None) -> Any:
@@ -234,10 +234,10 @@ def native_part(model: Any, part: str, layer: int | None = None) -> Any:
     from nnterp.errors import UnavailableComponentError
 
     module = model._module
-    paths = _native_paths.get(module)
+    paths = model.__dict__.get(_NATIVE_PATHS_KEY)
     if paths is None:
         paths = _spec_paths(module)
-        _native_paths[module] = paths
+        model.__dict__[_NATIVE_PATHS_KEY] = paths
     path = paths.get(part)
     if path is None:
         raise UnavailableComponentError(
