@@ -306,3 +306,18 @@ def test_gemma4_assistant_cannot_run_on_a_prompt_alone() -> None:
     with pytest.raises(ValueError, match="shared_kv_states"), torch.no_grad():
         hf_model(**_encoding(PROMPTS[:1]))
     assert "shared_kv_states" in NOT_STANDARDIZED["gemma4_unified_assistant"]
+
+
+@pytest.mark.parametrize("model_type", ["gemma3_text", "qwen2", "qwen2_moe", "llama4_text", "mimo_v2_flash"])
+def test_tiny_models_save_and_reload(model_type, tmp_path):
+    """A tiny model's config keeps per-layer type lists as long as its layers, so it saves and
+    reloads (transformers validates that), giving the same logits."""
+    from transformers import AutoModelForCausalLM
+
+    model = tiny_model(model_type)
+    assert len(model.config.layer_types) == model.config.num_hidden_layers
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids=ids).logits, model(input_ids=ids).logits, atol=0, rtol=0)

@@ -99,7 +99,8 @@ def tiny_config(model_type: str, **overrides: Any) -> Any:
     ``tiny_config`` and ``overrides`` are applied on top. Sub-configs of composite models
     (``text_config``, ``vision_config``, ...) get the same values, where they have the attribute;
     a dotted override (``"text_config.global_head_dim"``, ``"attn_config.rope_theta"``) sets one
-    sub-config's attribute.
+    sub-config's attribute. Default per-layer type lists (``layer_types``, ``mlp_layer_types``)
+    are cut to the tiny layer count, so the model saves with ``save_pretrained`` and reloads.
 
     Configs whose layers are described per layer (transformers' heterogeneous configs, with
     a ``per_layer_config``), and configs whose defaults do not validate, are instead built
@@ -122,12 +123,29 @@ def tiny_config(model_type: str, **overrides: Any) -> Any:
     if config is None or _is_heterogeneous(config):
         return _constructed_config(model_type, values, overrides)
     _set_values(config, values, forced=_own_keys(overrides))
+    _fit_layer_types(config, given=overrides)
     for name in getattr(config, "sub_configs", None) or {}:
         sub_config = getattr(config, name, None)
         if sub_config is not None and hasattr(sub_config, "to_dict"):
             _set_values(sub_config, values, forced=())
             _set_values(sub_config, _nested(overrides, name), forced=_nested(overrides, name))
+            _fit_layer_types(sub_config, given=_nested(overrides, name))
     return config
+
+
+def _fit_layer_types(config: Any, given: dict[str, Any]) -> None:
+    """Cut each default per-layer type list (``layer_types``, ``mlp_layer_types``, ...) to the
+    tiny layer count, so the config validates again (``save_pretrained`` checks it); the model
+    only ever read the first entries. A list given in the overrides ``given`` is left as it is."""
+    count = getattr(config, "num_hidden_layers", None)
+    if not isinstance(count, int):
+        return
+    for key, value in list(vars(config).items()):
+        if key.endswith("layer_types") and key not in given and isinstance(value, list) and len(value) > count:
+            try:
+                setattr(config, key, value[:count])
+            except Exception:  # noqa: BLE001 - a config that guards the attribute keeps its value
+                pass
 
 
 def _own_keys(overrides: dict[str, Any]) -> dict[str, Any]:
