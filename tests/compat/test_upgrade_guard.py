@@ -31,7 +31,9 @@ LOCAL_WHEEL_1X = Path("/tmp/nnterp13/nnterp-1.3.0-py3-none-any.whl")
 #: The 2.0 distributions the scenario installs, with the folder each packages.
 OURS = {"nnterp-core": "packages/nnterp-core/src", "nnterp-interventions": "packages/nnterp-interventions/src"}
 #: Files only nnterp 1.3 has: left beside 2.0's code after the upgrade.
-ONLY_1X = ("display.py", "interventions.py", "rename_utils.py", "utils.py", "logging.py")
+ONLY_1X = ("display.py", "interventions.py", "rename_utils.py", "logging.py")
+#: Files both ship (2.0's overwrites 1.3's; uninstalling 1.3 deletes them): distribution -> paths.
+SHARED = {"nnterp-core": ("__init__.py", "utils.py"), "nnterp-interventions": ("prompt_utils.py",)}
 
 
 def _run(command: list[str], check: bool = True) -> subprocess.CompletedProcess:
@@ -102,14 +104,16 @@ def test_nnterp_1x_then_nnterp_core_refuses_to_import_and_the_named_fix_works(en
 
     # The fix, as the message says it (from the local wheels instead of PyPI).
     _run([*pip, "uninstall", "-y", "-q", "nnterp"])
-    assert not (site / "nnterp" / "__init__.py").exists()  # why reinstalling is part of the fix
-    assert not (site / "nnterp" / "prompt_utils.py").exists()
+    for names in SHARED.values():  # why reinstalling is part of the fix
+        assert not any((site / "nnterp" / name).exists() for name in names)
     _run([*pip, "install", "-q", "--force-reinstall", "--no-deps", "--no-index", *map(str, ours.values())])
     imported = _run([python, "-c", "import nnterp; print(nnterp.__version__)"])
     assert imported.stdout.strip() == ours["nnterp-core"].name.split("-")[1]
     assert not any((site / "nnterp" / name).exists() for name in ONLY_1X)
-    shipped = ROOT / OURS["nnterp-interventions"] / "nnterp" / "prompt_utils.py"
-    assert (site / "nnterp" / "prompt_utils.py").read_bytes() == shipped.read_bytes()
+    for distribution, names in SHARED.items():
+        for name in names:
+            shipped = ROOT / OURS[distribution] / "nnterp" / name
+            assert (site / "nnterp" / name).read_bytes() == shipped.read_bytes()
 
 
 def test_nnterp_core_then_nnterp_1x_refuses_to_import_with_the_fix(environment, tmp_path):
