@@ -378,8 +378,7 @@ class ModuleAccessor:
         from nnterp.plugins import get_registry
         from nnterp.renaming import apply_user_rename, resolve_paths, unresolved_message
 
-        names = [klass.__name__ for klass in type(model).__mro__]
-        spec = get_registry().spec_for_class_names(names)
+        spec = get_registry().spec_for_model(model)
         if rename_config is not None:
             spec = spec_from_rename_config(model, spec, rename_config)
         spec = apply_user_rename(model, spec, rename)
@@ -417,17 +416,21 @@ class ModuleAccessor:
             return self._root(name)
         import torch
 
-        from nnterp.renaming import legacy_tree_aliases
-
         if not hasattr(self._model, name):
             # nnterp 1.x's renamed backbone: ``accessor.model`` is GPT-2's ``transformer``.
-            for path, aliases in legacy_tree_aliases(self._model, self.paths).items():
+            for path, aliases in self._legacy_tree.items():
                 if name in aliases:
                     return self._model.get_submodule(path)
         value = getattr(self._model, name)
         if not isinstance(value, torch.nn.Module):
             raise AttributeError(f"Attribute {name} is not a module")
         return value
+
+    @functools.cached_property
+    def _legacy_tree(self) -> dict[str, list[str]]:
+        from nnterp.renaming import legacy_tree_aliases
+
+        return legacy_tree_aliases(self._model, self.paths)
 
     @functools.cached_property
     def nn_model(self) -> Any:
@@ -441,10 +444,10 @@ class ModuleAccessor:
         """
         from nnsight import NNsight
 
-        from nnterp.renaming import bind_displaced, legacy_tree_aliases, rename_mapping, split_aliases, with_legacy_tree
+        from nnterp.renaming import bind_displaced, rename_mapping, split_aliases, with_legacy_tree
 
-        legacy = legacy_tree_aliases(self._model, self.paths)
-        aliases, displaced = split_aliases(self._model, self.paths, with_legacy_tree(rename_mapping(self.paths), legacy))
+        renames = with_legacy_tree(rename_mapping(self.paths), self._legacy_tree)
+        aliases, displaced = split_aliases(self._model, self.paths, renames)
         wrapped = NNsight(self._model, rename=aliases)
         bind_displaced(wrapped, self.paths, displaced)
         return wrapped

@@ -177,8 +177,7 @@ def get_ignores(model: Any, rename_config: RenameConfig | None = None) -> list[s
     if isinstance(model, StandardizedTransformer):
         paths = dict(model.paths)
     else:
-        names = [klass.__name__ for klass in type(model).__mro__]
-        spec = get_registry().spec_for_class_names(names) or generic_spec(type(model).__name__)
+        spec = get_registry().spec_for_model(model) or generic_spec(type(model).__name__)
         try:
             paths = resolve_paths(model, spec)
         except RenamingError:  # not standardizable as it is: only what the caller turns off

@@ -254,7 +254,7 @@ def _spec_paths(module: torch.nn.Module) -> dict[str, str | None]:
     from nnterp.plugins import get_registry
     from nnterp.renaming import resolve_paths
 
-    spec = get_registry().spec_for_class_names([klass.__name__ for klass in type(module).__mro__])
+    spec = get_registry().spec_for_model(module)
     if spec is None or spec.virtual_blocks is not None:  # virtual blocks exist in nnterp's tree only
         return dict(_LLAMA_PATHS)
     try:

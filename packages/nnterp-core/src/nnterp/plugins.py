@@ -106,6 +106,16 @@ class Registry:
     #: shrinks into an invalid one, so the sweep still runs it (``{model_type: overrides}``).
     unsupported_tiny_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    def spec_for_model(self, model: Any) -> ArchitectureSpec | None:
+        """The winning spec for ``model``'s class, or the nearest base class a spec covers
+        (`spec_for_class_names` over its MRO).
+
+        Example:
+            >>> get_registry().spec_for_model(hf_llama).name
+            'llama'
+        """
+        return self.spec_for_class_names(klass.__name__ for klass in type(model).__mro__)
+
     def spec_for_class_names(self, class_names: Iterable[str]) -> ArchitectureSpec | None:
         """The winning spec for the first class name (e.g. a model's MRO) that any spec covers.
 

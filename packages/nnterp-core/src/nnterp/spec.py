@@ -635,17 +635,11 @@ class ArchitectureSpec:
 
     def is_post_norm(self, config: Any) -> bool:
         """Whether this model's blocks normalise after the residual add (see ``post_norm``)."""
-        if isinstance(self.post_norm, tuple):
-            key, value = self.post_norm
-            return config_value(config, (key,)) == value
-        return bool(self.post_norm)
+        return _flag_holds(self.post_norm, config)
 
     def is_bidirectional(self, config: Any) -> bool:
         """Whether this model's positions see the whole input (see ``bidirectional``)."""
-        if isinstance(self.bidirectional, tuple):
-            key, value = self.bidirectional
-            return config_value(config, (key,)) == value
-        return bool(self.bidirectional)
+        return _flag_holds(self.bidirectional, config)
 
     def is_parallel(self, config: Any) -> bool:
         """Whether this model's mixer and MLP both read the block's input (see ``parallel_blocks``)."""
@@ -700,6 +694,14 @@ def _layer_config(holder: Any, layer: int) -> Any:
         return per_layer[layer]
     except (AttributeError, IndexError, TypeError, ValueError):
         return holder
+
+
+def _flag_holds(flag: bool | tuple[str, Any], config: Any) -> bool:
+    """A spec flag: ``True``/``False``, or ``(config_key, value)``, true when the config sets it."""
+    if isinstance(flag, tuple):
+        key, value = flag
+        return config_value(config, (key,)) == value
+    return bool(flag)
 
 
 def config_value(config: Any, keys: tuple[str, ...], layer: int | None = None) -> Any:

@@ -1150,8 +1150,7 @@ def _optional_submodule(module: torch.nn.Module, path: str | None) -> torch.nn.M
 def _spec_from_plugins(model: torch.nn.Module) -> ArchitectureSpec | None:
     from nnterp.plugins import get_registry
 
-    names = [klass.__name__ for klass in type(model).__mro__]
-    return get_registry().spec_for_class_names(names)
+    return get_registry().spec_for_model(model)
 
 
 def _ship_nnterp_by_value() -> None:
